@@ -1,0 +1,166 @@
+"""Run configuration: one dataclass per concern, every field with help; the CLI maps to them one-to-one.
+
+`python -m train --help` lists every flag. The resolved configuration is written as `run_config.json` next to
+the outputs (and into each checkpoint), so every result can be reproduced.
+"""
+
+import argparse
+import dataclasses
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+from train.data import DataError
+from train.models import ENSEMBLE, MODEL_NAMES
+
+
+@dataclass
+class DataArguments:
+    data: list = field(default_factory=list, metadata={
+        "help": "Image folder (with real/ and fake/ inside) or Hub dataset id; repeat to combine several"})
+    image_column: str = field(default="image", metadata={"help": "Image column of a Hub dataset"})
+    label_column: str = field(default="label", metadata={"help": "Label column of a Hub dataset (names fake/real)"})
+    min_size: int = field(default=150, metadata={"help": "Drop images whose short side is under this many pixels"})
+    near_duplicate_distance: int = field(default=4, metadata={
+        "help": "Perceptual-hash bit distance under which images count as near duplicates (kept in one split)"})
+    reencode_jpeg: Optional[int] = field(default=None, metadata={
+        "help": "Put every image through one JPEG encoding at this quality (removes file-format shortcuts)"})
+    val_fraction: float = field(default=0.15, metadata={"help": "Validation share of each source and class"})
+    test_fraction: float = field(default=0.15, metadata={"help": "Test share of each source and class"})
+
+    def __post_init__(self):
+        if not self.data:
+            raise DataError("No data given: pass --data with an image folder (real/ and fake/ inside) or a Hub "
+                            "dataset id.")
+        if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
+            raise DataError("--val-fraction and --test-fraction must each be between 0 and 1 and sum under 1.")
+        if self.reencode_jpeg is not None and not 1 <= self.reencode_jpeg <= 100:
+            raise DataError("--reencode-jpeg takes a JPEG quality from 1 to 100.")
+
+
+@dataclass
+class ModelArguments:
+    model: str = field(default="xception", metadata={"help": f"Which detector: {', '.join(MODEL_NAMES)}"})
+    image_size: Optional[int] = field(default=None, metadata={"help": "Input size in pixels (default: the model's)"})
+    width: float = field(default=1.0, metadata={"help": "Channel width multiplier (1 = the registry's network)"})
+    pretrained: bool = field(default=False, metadata={"help": "Start from timm's ImageNet weights (needs the Hub)"})
+    members: list = field(default_factory=list, metadata={
+        "help": "Ensemble only: trained model folders or Hub ids to combine"})
+    combine: str = field(default="logits", metadata={
+        "help": "Ensemble only: learn the combination over the members' logits or their pooled features"})
+    train_members: bool = field(default=False, metadata={
+        "help": "Ensemble only: fine-tune the members jointly with the combination (default: members frozen)"})
+    drop_rate: Optional[float] = field(default=None, metadata={"help": "Dropout before the classifier"})
+
+    def __post_init__(self):
+        if self.model not in MODEL_NAMES:
+            raise DataError(f"Unknown model {self.model!r}: choose one of {', '.join(MODEL_NAMES)}.")
+        if self.model == ENSEMBLE and len(self.members) < 2:
+            raise DataError("--model ensemble needs --members with at least two trained model folders "
+                            "(e.g. --members runs/tuned-cnn runs/xception).")
+        if self.model != ENSEMBLE and self.members:
+            raise DataError("--members only applies to --model ensemble.")
+        if self.combine not in ("logits", "features"):
+            raise DataError("--combine takes 'logits' or 'features'.")
+        if self.width <= 0:
+            raise DataError("--width must be positive (1 = the registry's network).")
+
+
+@dataclass
+class TrainingArguments:
+    output: str = field(default="", metadata={"help": "Folder for the trained model, metrics and report"})
+    epochs: int = field(default=30, metadata={"help": "Maximum number of epochs"})
+    batch_size: int = field(default=32, metadata={"help": "Images per device per step"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps to accumulate before an update"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate of AdamW"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    schedule: str = field(default="cosine", metadata={"help": "Learning-rate schedule: cosine (with warm-up) or onecycle"})
+    warmup_epochs: float = field(default=1.0, metadata={"help": "Linear warm-up length (cosine schedule)"})
+    label_smoothing: float = field(default=0.05, metadata={"help": "Label smoothing of the cross-entropy"})
+    patience: int = field(default=8, metadata={"help": "Stop after this many epochs without a better validation AUC"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)"})
+    seed: int = field(default=0, metadata={"help": "Seed for the split, augmentations and initialisation"})
+    num_workers: int = field(default=2, metadata={"help": "Data-loading worker processes"})
+    resume: bool = field(default=False, metadata={"help": "Continue the interrupted run of this --output"})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output folder"})
+    time_limit_minutes: Optional[float] = field(default=None, metadata={
+        "help": "Stop cleanly after the first checkpoint past this many minutes (continue with --resume)"})
+    augment_flip: bool = field(default=True, metadata={"help": "Random horizontal flips"})
+    augment_crop_scale: float = field(default=0.7, metadata={"help": "Smallest area share of a random crop (1 = none)"})
+    augment_jpeg: float = field(default=0.3, metadata={"help": "Probability of a random JPEG re-compression"})
+    augment_blur: float = field(default=0.2, metadata={"help": "Probability of a random Gaussian blur"})
+    augment_downscale: float = field(default=0.2, metadata={"help": "Probability of a downscale-upscale"})
+    save_dtype: str = field(default="float32", metadata={"help": "Weights dtype on disk: float32 or float16"})
+
+    def __post_init__(self):
+        if not self.output:
+            raise DataError("Pass --output: the folder the trained model and its report go to.")
+        if self.schedule not in ("cosine", "onecycle"):
+            raise DataError("--schedule takes 'cosine' or 'onecycle'.")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise DataError("--mixed-precision takes no, fp16 or bf16.")
+        if self.save_dtype not in ("float32", "float16"):
+            raise DataError("--save-dtype takes float32 or float16.")
+        if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise DataError("--epochs, --batch-size and --gradient-accumulation-steps must be at least 1.")
+        if self.resume and self.overwrite:
+            raise DataError("--resume continues a run and --overwrite replaces one: pass only one.")
+
+
+CONFIG_CLASSES = (DataArguments, ModelArguments, TrainingArguments)
+
+
+def build_parser(classes=CONFIG_CLASSES, prog="python -m train", description=None):
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for cls in classes:
+        group = parser.add_argument_group(cls.__name__)
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            kwargs = {"dest": f.name, "default": default, "help": f.metadata.get("help", "")}
+            if f.type is list or f.type == "list":
+                # Both `--data a --data b` and `--data a b` work.
+                group.add_argument(flag, action="extend", nargs="+", **kwargs)
+            elif f.type is bool or f.type == "bool":
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            else:
+                kind = {"int": int, "float": float, "str": str}
+                base = f.type if isinstance(f.type, type) else kind.get(str(f.type).replace("Optional[", "").rstrip("]"),
+                                                                         _optional_type(f.type))
+                group.add_argument(flag, type=base, **kwargs)
+    return parser
+
+
+def _optional_type(annotation):
+    for arg in getattr(annotation, "__args__", ()):
+        if arg is not type(None):
+            return arg
+    return str
+
+
+def parse_args(argv=None, classes=CONFIG_CLASSES, prog="python -m train"):
+    """Parse the CLI into the dataclasses; a bad combination is one clear line and exit code 2."""
+    parser = build_parser(classes, prog=prog)
+    namespace = parser.parse_args(argv)
+    try:
+        return tuple(cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)}) for cls in classes)
+    except DataError as e:
+        parser.exit(2, f"{prog.split()[-1]}: error: {e}\n")
+
+
+def command_line(argv=None):
+    """The command that reproduces this run, as the user would type it."""
+    argv = sys.argv[1:] if argv is None else argv
+    return "python -m train " + " ".join(shlex.quote(a) for a in argv)
+
+
+def as_dict(*configs):
+    return {type(c).__name__: dataclasses.asdict(c) for c in configs}
+
+
+def output_paths(output):
+    """Where a run works (`<output>.partial`, holding checkpoints) and where it lands when it is done."""
+    output = os.path.normpath(output)
+    return output + ".partial", output

@@ -1,0 +1,468 @@
+"""Data for the detector: load image folders or Hub datasets, scrub them, split them, transform them.
+
+Everything goes through Hugging Face `datasets`:
+
+    sources = load_sources(["../shared/data/faces140k", "../shared/data/ciplab"])
+    kept, report = scrub(sources, min_size=150)
+    splits = split(kept, seed=0)                     # DatasetDict: train / validation / test
+
+Labels are fixed by name, never by folder order: fake = 0, real = 1 (as in the original study).
+`load_image` is the one way any image enters the project — training, evaluation and the app all use it,
+so an upload and a training image are decoded, rotated and converted to RGB the same way.
+"""
+
+import hashlib
+import io
+import os
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import datasets
+import imagehash
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+
+ID2LABEL = {0: "fake", 1: "real"}
+LABEL2ID = {name: i for i, name in ID2LABEL.items()}
+MAX_PIXELS = 100_000_000  # larger images are refused before decoding (decompression bombs)
+SPLITS = ("train", "validation", "test")
+
+# We check the pixel count ourselves from the header, with a clear message; PIL's own guard would only warn.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class DataError(ValueError):
+    """A problem with the user's data, said in one line that tells them what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One image in
+
+
+def open_image(source, *, max_pixels=MAX_PIXELS):
+    """Open an image lazily (header only) from a path, bytes, file object or PIL image; check its size."""
+    if isinstance(source, Image.Image):
+        return source
+    name = source if isinstance(source, (str, os.PathLike)) else "the image"
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise DataError("The file is empty (0 bytes): upload an image file such as JPEG or PNG.")
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0:
+        raise DataError(f"{os.path.basename(name)} is empty (0 bytes): upload an image file such as JPEG or PNG.")
+    try:
+        img = Image.open(source)
+    except UnidentifiedImageError:
+        raise DataError(f"{_short(name)} is not an image PIL can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF.")
+    except OSError as e:
+        raise DataError(f"{_short(name)} could not be opened ({e}): upload another copy of the image.")
+    width, height = img.size
+    if width * height > max_pixels:
+        raise DataError(
+            f"{_short(name)} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
+            f"{max_pixels / 1e6:.0f}-megapixel limit: downscale it before uploading."
+        )
+    return img
+
+
+def load_image(source, *, max_pixels=MAX_PIXELS):
+    """Decode an image fully as RGB: first frame of animations, EXIF orientation applied, any mode converted."""
+    img = open_image(source, max_pixels=max_pixels)
+    try:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{_short(getattr(img, 'filename', '') or 'The image')} is corrupt or truncated ({e}): "
+                        "re-export or re-download it.")
+    return to_rgb(img)
+
+
+def to_rgb(img):
+    """Convert any PIL mode to 8-bit RGB; transparent areas become white, 16-bit and float images are rescaled."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # PIL's convert("RGB") clips these at 255 (mostly white): rescale the real range to 0..255 instead.
+        pixels = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        return Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def reencode_jpeg(img, quality):
+    """Put an image through one JPEG encoding, so no class can be told apart by file format alone."""
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def degrade(img, kind):
+    """The poor-quality conditions we train with and report robustness on."""
+    if kind == "clean":
+        return img
+    if kind.startswith("jpeg_q"):
+        return reencode_jpeg(img, int(kind[len("jpeg_q"):]))
+    if kind == "blur":
+        return img.filter(ImageFilter.GaussianBlur(radius=1.5))
+    if kind.startswith("downscale_"):
+        side = int(kind[len("downscale_"):])
+        small = img.resize((side, max(1, round(side * img.height / img.width))), Image.BILINEAR)
+        return small.resize(img.size, Image.BILINEAR)
+    raise ValueError(f"unknown degradation {kind!r}")
+
+
+ROBUSTNESS = ("clean", "jpeg_q90", "jpeg_q75", "jpeg_q50", "blur", "downscale_64")
+
+
+def _short(name):
+    return os.path.basename(str(name)) if name else "The image"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources
+
+
+def source_name(source):
+    """A short name for a data source: the folder name or the Hub dataset id."""
+    return os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
+
+
+def load_sources(sources, *, image_column="image", label_column="label"):
+    """Load and concatenate sources into one Dataset with columns image (undecoded), label, source, split.
+
+    A source is a folder with `real/` and `fake/` class folders (or `train/`, `validation/`, `test/` folders of
+    those), or a Hub dataset id. `split` keeps a source's own split names ("" for none).
+    """
+    if not sources:
+        raise DataError("No data given: pass --data with an image folder (real/ and fake/ inside) or a Hub dataset id.")
+    parts = []
+    for source in sources:
+        if os.path.isdir(source):
+            loaded = datasets.load_dataset("imagefolder", data_dir=source)
+            image_col, label_col = "image", "label"
+        elif os.path.exists(source):
+            raise DataError(f"{source} is a file, not a folder: pass a folder holding real/ and fake/ image folders.")
+        elif source.count("/") == 1 and not source.startswith((".", "/")):
+            try:
+                loaded = datasets.load_dataset(source)
+            except Exception as e:  # the Hub answers with many exception types; all mean the same to a user
+                raise DataError(f"Could not load the Hub dataset {source} ({type(e).__name__}): check the id, "
+                                "your login (hf auth login) and network.") from None
+            image_col, label_col = image_column, label_column
+        else:
+            raise DataError(f"{source} does not exist: pass an image folder (real/ and fake/ inside) or a Hub dataset id.")
+        for split_name, part in loaded.items():
+            parts.append(_normalise(part, source, split_name, image_col, label_col))
+    data = datasets.concatenate_datasets(parts)
+    if len(data) == 0:
+        raise DataError("The data holds no images: put .jpg/.png files in real/ and fake/ folders.")
+    return data
+
+
+def _normalise(part, source, split_name, image_col, label_col):
+    name = source_name(source)
+    for column in (image_col, label_col):
+        if column not in part.column_names:
+            raise DataError(f"{name} has no column {column!r} (it has {part.column_names}): "
+                            "set --image-column / --label-column.")
+    feature = part.features[label_col]
+    if isinstance(feature, datasets.ClassLabel):
+        names = [n.lower() for n in feature.names]
+        labels = [names[i] for i in part[label_col]]
+    else:
+        labels = [str(v).lower() for v in part[label_col]]
+    unknown = sorted(set(labels) - set(LABEL2ID))
+    if unknown:
+        raise DataError(f"{name} has classes {unknown} besides fake/real: name the class folders (or labels) "
+                        "'fake' and 'real' only.")
+    split_name = {"valid": "validation", "val": "validation", "dev": "validation"}.get(split_name, split_name)
+    split_name = split_name if split_name in SPLITS else ""
+    part = part.select_columns([image_col]).cast_column(image_col, datasets.Image(decode=False))
+    if image_col != "image":
+        part = part.rename_column(image_col, "image")
+    part = part.add_column("label", [LABEL2ID[label] for label in labels])
+    part = part.add_column("source", [name] * len(part)).add_column("split", [split_name] * len(part))
+    return part.cast(datasets.Features(
+        image=datasets.Image(decode=False), label=datasets.ClassLabel(names=[ID2LABEL[0], ID2LABEL[1]]),
+        source=datasets.Value("string"), split=datasets.Value("string"),
+    ))
+
+
+def image_bytes(image):
+    """The raw bytes of an undecoded `datasets.Image` value."""
+    if image.get("bytes"):
+        return image["bytes"]
+    with open(image["path"], "rb") as f:
+        return f.read()
+
+
+def image_name(image):
+    return image.get("path") or "<bytes>"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scrub
+
+
+def _inspect(example, min_size, max_pixels):
+    """Per-image facts for the scrub: why to drop it (if at all), its size, content hash and perceptual hash."""
+    facts = {"drop": "", "width": 0, "height": 0, "sha256": "", "phash": ""}
+    try:
+        raw = image_bytes(example["image"])
+    except OSError as e:
+        return dict(facts, drop=f"unreadable: {e}")
+    facts["sha256"] = hashlib.sha256(raw).hexdigest()
+    try:
+        img = open_image(raw, max_pixels=max_pixels)
+        facts["width"], facts["height"] = img.size  # header only: small images are dropped without decoding
+        if min(img.size) < min_size:
+            return dict(facts, drop=f"smaller than {min_size} px")
+        img = load_image(img)
+    except DataError as e:
+        reason = "over the pixel limit" if "megapixel" in str(e) else f"unreadable: {e}"
+        return dict(facts, drop=reason)
+    facts["width"], facts["height"] = img.size
+    facts["phash"] = str(imagehash.phash(img))
+    return facts
+
+
+def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=4, num_proc=None):
+    """Drop small, unreadable and over-large images and exact duplicates; group near duplicates.
+
+    Returns the kept rows (with a `group` column: near-duplicate images share one) and a report dict.
+    """
+    facts = data.map(_inspect, fn_kwargs={"min_size": min_size, "max_pixels": max_pixels},
+                     remove_columns=data.column_names, num_proc=num_proc, desc="Scrubbing")
+    names = [image_name(image) for image in data["image"]]
+    dropped = [(i, reason) for i, reason in enumerate(facts["drop"]) if reason]
+
+    # Exact duplicates: keep the first copy; an image labelled both ways is dropped altogether.
+    by_hash = defaultdict(list)
+    for i, (digest, reason) in enumerate(zip(facts["sha256"], facts["drop"])):
+        if not reason:
+            by_hash[digest].append(i)
+    labels = data["label"]
+    exact_groups, keep = [], []
+    for copies in by_hash.values():
+        if len(copies) > 1:
+            exact_groups.append([names[i] for i in copies])
+            if len({labels[i] for i in copies}) > 1:
+                dropped += [(i, "same image labelled both fake and real") for i in copies]
+                continue
+            dropped += [(i, "exact duplicate") for i in copies[1:]]
+        keep.append(copies[0])
+    keep.sort()
+
+    groups = near_duplicate_groups([facts["phash"][i] for i in keep], near_duplicate_distance)
+    kept = data.select(keep).add_column("group", groups)
+    near_groups = defaultdict(list)
+    for index, group in zip(keep, groups):
+        near_groups[group].append(names[index])
+
+    report = {
+        "images_in": len(data),
+        "images_kept": len(kept),
+        "min_size": min_size,
+        "near_duplicate_distance": near_duplicate_distance,
+        "dropped_by_reason": dict(Counter(_reason_kind(reason) for _, reason in dropped)),
+        "dropped": [{"file": names[i], "reason": reason} for i, reason in sorted(dropped)],
+        "exact_duplicate_groups": exact_groups,
+        "near_duplicate_groups": [files for files in near_groups.values() if len(files) > 1],
+        "kept_by_source": _counts(kept),
+    }
+    return kept, report
+
+
+def _reason_kind(reason):
+    return reason.split(":")[0]
+
+
+def near_duplicate_groups(phashes, max_distance):
+    """Union images whose 64-bit perceptual hashes differ in at most `max_distance` bits; return a group id each."""
+    n = len(phashes)
+    hashes = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n - 1):
+        distances = np.bitwise_count(hashes[i + 1:] ^ hashes[i])
+        for j in np.nonzero(distances <= max_distance)[0] + i + 1:
+            parent[find(int(j))] = find(i)
+    return [find(i) for i in range(n)]
+
+
+def _counts(data):
+    counts = defaultdict(lambda: {"fake": 0, "real": 0})
+    for source, label in zip(data["source"], data["label"]):
+        counts[source][ID2LABEL[label]] += 1
+    return {source: dict(c) for source, c in sorted(counts.items())}
+
+
+def class_counts(data):
+    counts = Counter(ID2LABEL[label] for label in data["label"])
+    return {"fake": counts.get("fake", 0), "real": counts.get("real", 0)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Split
+
+
+def split(data, *, val_fraction=0.15, test_fraction=0.15, seed=0):
+    """Stratified (by source and label), group-aware split with a fixed seed.
+
+    Near-duplicate groups stay inside one split, so nothing leaks from train to test. Where every row carries
+    its source's own split (train/validation/test folders), those are kept; a missing validation split is
+    carved out of train.
+    """
+    own = set(data["split"])
+    if own <= set(SPLITS) and "train" in own and "test" in own:
+        parts = {name: data.filter(lambda s, n=name: s == n, input_columns="split") for name in SPLITS if name in own}
+        if "validation" not in parts:
+            carved = split(parts["train"].map(lambda _: {"split": ""}), val_fraction=val_fraction,
+                           test_fraction=0.0, seed=seed)
+            parts["train"], parts["validation"] = carved["train"], carved["validation"]
+        result = datasets.DatasetDict({name: parts[name] for name in SPLITS})
+    else:
+        result = _group_split(data, val_fraction, test_fraction, seed)
+    for name in ("train", "validation"):
+        if len(set(result[name]["label"])) < 2:
+            raise DataError(f"The {name} split holds only one class: add images of both fake and real "
+                            f"({class_counts(data)} found).")
+    return result
+
+
+def _group_split(data, val_fraction, test_fraction, seed):
+    if len(set(data["label"])) < 2:
+        raise DataError(f"The data holds only one class ({class_counts(data)}): add images of both fake and real.")
+    rng = random.Random(seed)
+    members = defaultdict(list)
+    for i, group in enumerate(data["group"]):
+        members[group].append(i)
+    strata = defaultdict(list)  # (source, label of the group's first image) -> groups
+    for group, rows in members.items():
+        strata[(data[rows[0]]["source"], data[rows[0]]["label"])].append(group)
+    assignment = {name: [] for name in SPLITS}
+    for key in sorted(strata):
+        groups = sorted(strata[key])
+        rng.shuffle(groups)
+        total = sum(len(members[g]) for g in groups)
+        targets = {"test": round(total * test_fraction), "validation": round(total * val_fraction)}
+        filled = {"test": 0, "validation": 0}
+        for group in groups:
+            name = next((n for n in ("test", "validation") if filled[n] < targets[n]), "train")
+            if name != "train":
+                filled[name] += len(members[group])
+            assignment[name] += members[group]
+    return datasets.DatasetDict({name: data.select(sorted(rows)) for name, rows in assignment.items()})
+
+
+def split_counts(splits):
+    return {name: class_counts(part) for name, part in splits.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transforms
+
+
+@dataclass
+class Augment:
+    """Training augmentations. The degradations are the study's "poor quality images" future work."""
+
+    flip: bool = True
+    crop_scale: float = 0.7  # smallest area fraction of a random crop
+    jpeg: float = 0.3  # probability of a random JPEG re-compression, quality 30..95
+    blur: float = 0.2  # probability of a Gaussian blur, radius 0.2..1.5
+    downscale: float = 0.2  # probability of a downscale to 25..75 % and back
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Rows of a scrubbed split as (pixel tensor, label) pairs.
+
+    Training augmentations draw from a generator seeded by (seed, epoch, index), so an epoch gives the same
+    images whatever the worker count, and a resumed run sees exactly what an uninterrupted one would.
+    """
+
+    def __init__(self, rows, data_config, *, augment=None, reencode_quality=None, seed=0, degradation="clean"):
+        self.rows = rows
+        self.data_config = data_config
+        self.augment = augment
+        self.reencode_quality = reencode_quality
+        self.seed = seed
+        self.degradation = degradation
+        self.epoch = 0
+        self.eval_transform = eval_transform(data_config)
+        self.normalize = self.eval_transform.transforms[-1]
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        """(pixels, label, index): the index lets evaluation put gathered predictions back in dataset order."""
+        row = self.rows[index]
+        img = load_image(image_bytes(row["image"]))
+        if self.reencode_quality:
+            img = reencode_jpeg(img, self.reencode_quality)
+        img = degrade(img, self.degradation)
+        if self.augment is None:
+            return self.eval_transform(img), row["label"], index
+        rng = random.Random(f"{self.seed}-{self.epoch}-{index}")
+        return self.normalize(augment_image(img, self.data_config, self.augment, rng)), row["label"], index
+
+
+def augment_image(img, data_config, augment, rng):
+    """Degrade, crop, resize and flip one PIL image with `rng`; returns an unnormalised tensor."""
+    from torchvision.transforms.functional import to_tensor
+
+    if rng.random() < augment.jpeg:
+        img = reencode_jpeg(img, rng.randint(30, 95))
+    if rng.random() < augment.blur:
+        img = img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.2, 1.5)))
+    if rng.random() < augment.downscale:
+        factor = rng.uniform(0.25, 0.75)
+        small = img.resize((max(8, round(img.width * factor)), max(8, round(img.height * factor))), Image.BILINEAR)
+        img = small.resize(img.size, Image.BILINEAR)
+    area = img.width * img.height * rng.uniform(augment.crop_scale, 1.0)
+    ratio = rng.uniform(0.9, 1.1)
+    w = min(img.width, round((area * ratio) ** 0.5))
+    h = min(img.height, round((area / ratio) ** 0.5))
+    left, top = rng.randint(0, img.width - w), rng.randint(0, img.height - h)
+    size = data_config["input_size"][-1]
+    img = img.resize((size, size), _interpolation(data_config), box=(left, top, left + w, top + h))
+    if augment.flip and rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    return to_tensor(img)
+
+
+def _interpolation(data_config):
+    return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}.get(data_config.get("interpolation"), Image.BILINEAR)
+
+
+def eval_transform(data_config):
+    """The evaluation transform, derived from a model's data config: the same one `pipeline()` applies."""
+    from timm.data import create_transform
+
+    return create_transform(
+        input_size=tuple(data_config["input_size"]), interpolation=data_config["interpolation"],
+        mean=tuple(data_config["mean"]), std=tuple(data_config["std"]), crop_pct=data_config["crop_pct"],
+        crop_mode=data_config.get("crop_mode", "center"), is_training=False,
+    )

@@ -1,0 +1,337 @@
+"""Metrics, calibration, plots and the run report; and scoring any saved model on any image folder.
+
+    python -m train.evaluate --model runs/xception --data path/to/other/images [--output eval/]
+
+Saved models are scored through `pipeline("image-classification")`, the same path a user takes; the training
+loop calls the metric functions here on its in-memory model.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score, roc_auc_score
+
+from train.data import ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, image_bytes, load_image, load_sources
+
+FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
+TARGET_PRECISION = 0.95  # verdict thresholds: how sure a "fake" or "real" verdict must be on validation
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def classification_metrics(labels, fake_probability, threshold=0.5):
+    """The study's metrics and more, for labels (fake=0, real=1) and calibrated P(fake)."""
+    labels = np.asarray(labels)
+    fake_probability = np.asarray(fake_probability, dtype=np.float64)
+    predictions = np.where(fake_probability >= threshold, FAKE, REAL)
+    names = [ID2LABEL[i] for i in sorted(ID2LABEL)]
+    metrics = {
+        "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "weighted_recall": float(recall_score(labels, predictions, average="weighted", zero_division=0)),
+        "auc": roc_auc(labels, fake_probability),
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=sorted(ID2LABEL)).tolist(),
+        "classification_report": classification_report(
+            labels, predictions, labels=sorted(ID2LABEL), target_names=names, output_dict=True, zero_division=0),
+    }
+    return metrics
+
+
+def roc_auc(labels, fake_probability):
+    """ROC-AUC of P(fake) for the fake class; None when only one class is present."""
+    labels = np.asarray(labels)
+    if len(set(labels.tolist())) < 2:
+        return None
+    return float(roc_auc_score(labels == FAKE, fake_probability))
+
+
+def expected_calibration_error(labels, fake_probability, bins=15):
+    """ECE of the predicted class's confidence, equal-width bins."""
+    labels = np.asarray(labels)
+    p = np.asarray(fake_probability, dtype=np.float64)
+    predictions = np.where(p >= 0.5, FAKE, REAL)
+    confidence = np.where(predictions == FAKE, p, 1 - p)
+    correct = predictions == labels
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high) if low > 0.5 else (confidence >= low) & (confidence <= high)
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(ece)
+
+
+def fit_temperature(logits, labels):
+    """The temperature T minimising validation NLL of softmax(logits / T) (Guo et al. 2017)."""
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
+
+
+def fake_probability_of(logits, temperature=1.0):
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    return (logits / temperature).softmax(-1)[:, FAKE].numpy()
+
+
+def choose_thresholds(labels, fake_probability, target_precision=TARGET_PRECISION):
+    """Two thresholds on P(fake): at or above `fake` the verdict is fake, at or below `real` it is real,
+    between them uncertain. Each is the loosest one whose verdicts were right `target_precision` of the time on
+    validation (never crossing 0.5)."""
+    labels = np.asarray(labels)
+    p = np.asarray(fake_probability)
+
+    def loosest(candidates, select, wanted):
+        for t in candidates:
+            chosen = select(t)
+            if chosen.sum() >= 5 and (labels[chosen] == wanted).mean() >= target_precision:
+                return float(t)
+        return float(candidates[-1])
+
+    grid = np.round(np.arange(0.50, 0.991, 0.01), 2)
+    fake = loosest(grid, lambda t: p >= t, FAKE)
+    real = loosest(np.round(1 - grid, 2), lambda t: p <= t, REAL)
+    return {"fake": fake, "real": real, "target_precision": target_precision}
+
+
+def verdict(fake_probability, thresholds):
+    if fake_probability >= thresholds["fake"]:
+        return "fake"
+    if fake_probability <= thresholds["real"]:
+        return "real"
+    return "uncertain"
+
+
+def per_source_metrics(labels, fake_probability, sources):
+    labels, p, sources = np.asarray(labels), np.asarray(fake_probability), np.asarray(sources)
+    result = {}
+    for source in sorted(set(sources.tolist())):
+        inside = sources == source
+        m = classification_metrics(labels[inside], p[inside])
+        result[source] = {"n": m["n"], "accuracy": m["accuracy"], "auc": m["auc"]}
+    return result
+
+
+def cpu_latency_ms(model, data_config, repeats=20):
+    """Median CPU milliseconds for one image (batch 1), the model in eval mode."""
+    size = data_config["input_size"]
+    model = model.eval().to("cpu")
+    x = torch.randn(1, *size)
+    timings = []
+    with torch.inference_mode():
+        for i in range(repeats + 3):
+            start = time.perf_counter()
+            model(x)
+            if i >= 3:
+                timings.append((time.perf_counter() - start) * 1000)
+    return float(np.median(timings))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plots and report
+
+
+def save_plots(folder, metrics, history=None, labels=None, fake_probability=None):
+    """confusion_matrix.png, roc.png and training_curves.png; returns the file names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    matrix = np.array(metrics["confusion_matrix"])
+    names = [ID2LABEL[i] for i in sorted(ID2LABEL)]
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Test confusion matrix (accuracy {metrics['accuracy']:.3f})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "confusion_matrix.png"), dpi=120)
+    plt.close(fig)
+    written.append("confusion_matrix.png")
+
+    if labels is not None and metrics.get("auc") is not None:
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, _ = roc_curve(np.asarray(labels) == FAKE, fake_probability)
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot(fpr, tpr, label=f"AUC {metrics['auc']:.3f}")
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set_xlabel("false positive rate (real called fake)")
+        ax.set_ylabel("true positive rate (fake caught)")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, "roc.png"), dpi=120)
+        plt.close(fig)
+        written.append("roc.png")
+
+    if history:
+        epochs = [h["epoch"] for h in history]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+        left.plot(epochs, [h["train_loss"] for h in history], label="train")
+        left.plot(epochs, [h["val_loss"] for h in history], label="validation")
+        left.set_xlabel("epoch")
+        left.set_ylabel("loss")
+        left.legend()
+        right.plot(epochs, [h["val_accuracy"] for h in history], label="val accuracy")
+        right.plot(epochs, [h["val_auc"] or 0 for h in history], label="val AUC")
+        right.set_xlabel("epoch")
+        right.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, "training_curves.png"), dpi=120)
+        plt.close(fig)
+        written.append("training_curves.png")
+    return written
+
+
+def _fmt(value, digits=3):
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def report_markdown(metrics):
+    """A readable report.md from metrics.json."""
+    test = metrics["test"]
+    lines = [f"# {metrics['model']} — run report", ""]
+    training = metrics.get("training", {})
+    if training.get("command"):
+        lines += ["Reproduce with:", "", "```", training["command"], "```", ""]
+    lines += ["## Test split", "", "| metric | value |", "|---|---|",
+              f"| images | {test['n']} |", f"| accuracy | {_fmt(test['accuracy'])} |",
+              f"| weighted recall | {_fmt(test['weighted_recall'])} |", f"| ROC-AUC | {_fmt(test['auc'])} |",
+              f"| ECE before calibration | {_fmt(test.get('ece_before'))} |",
+              f"| ECE after calibration (T = {_fmt(metrics.get('temperature'), 2)}) | {_fmt(test.get('ece_after'))} |",
+              "", "### Classification report", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for name, row in test["classification_report"].items():
+        if isinstance(row, dict):
+            lines.append(f"| {name} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1-score'])} "
+                         f"| {int(row['support'])} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    if metrics.get("per_source"):
+        lines += ["## Per source", "", "| source | images | accuracy | AUC |", "|---|---|---|---|"]
+        lines += [f"| {s} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['auc'])} |" for s, m in metrics["per_source"].items()]
+        lines.append("")
+    if metrics.get("robustness"):
+        lines += ["## Robustness (test accuracy under degradation)", "", "| condition | accuracy | AUC |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v['accuracy'])} | {_fmt(v['auc'])} |" for k, v in metrics["robustness"].items()]
+        lines.append("")
+    if metrics.get("thresholds"):
+        t = metrics["thresholds"]
+        lines += ["## Verdict thresholds (from validation)", "",
+                  f"P(fake) ≥ {t['fake']:.2f} → fake; P(fake) ≤ {t['real']:.2f} → real; otherwise uncertain "
+                  f"(each verdict right ≥ {t['target_precision']:.0%} of the time on validation).", ""]
+    lines += ["## Data", "", "| split | fake | real |", "|---|---|---|"]
+    lines += [f"| {s} | {c['fake']} | {c['real']} |" for s, c in metrics["data"]["counts"].items()]
+    lines += ["", "## Training", "", "| | |", "|---|---|"]
+    for key in ("epochs", "epochs_run", "best_epoch", "wall_time_s", "train_images_per_s", "device"):
+        if key in training:
+            lines.append(f"| {key.replace('_', ' ')} | {training[key]} |")
+    if metrics.get("inference"):
+        lines.append(f"| CPU ms/image (batch 1) | {_fmt(metrics['inference']['cpu_ms_per_image'], 1)} |")
+    lines += ["", "![training curves](training_curves.png)", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scoring a saved model on an image folder, through pipeline()
+
+
+def load_pipeline(model, *, revision=None, device=None):
+    """The one way a saved model is loaded: transformers' image-classification pipeline."""
+    from transformers import pipeline
+
+    try:
+        return pipeline("image-classification", model=model, revision=revision, device=device,
+                        trust_remote_code=needs_remote_code(model))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{model} is not a model folder or Hub model this project can load "
+                        f"({str(e).splitlines()[0]}): pass a folder written by python -m train.") from None
+
+
+def needs_remote_code(model):
+    """Ensemble folders carry their modeling file (`auto_map`); a Hub id may be an ensemble too."""
+    config = os.path.join(model, "config.json")
+    if os.path.isfile(config):
+        with open(config) as f:
+            return "auto_map" in json.load(f)
+    return not os.path.isdir(model)
+
+
+def pipeline_fake_probability(classifier, images, batch_size=16):
+    """P(fake) for PIL images through a pipeline."""
+    outputs = classifier(images, top_k=len(ID2LABEL), batch_size=batch_size)
+    if images and not isinstance(outputs[0], list):
+        outputs = [outputs]
+    return np.array([next(o["score"] for o in out if o["label"] == "fake") for out in outputs])
+
+
+def score_folder(model, data, *, degradations=("clean", "jpeg_q75"), batch_size=16, limit=None):
+    """Score a saved model on image folders / Hub datasets: metrics, ECE, robustness, CPU ms/image."""
+    classifier = load_pipeline(model)
+    rows = load_sources(data)
+    if limit:
+        rows = rows.shuffle(seed=0).select(range(min(limit, len(rows))))
+    labels = np.array(rows["label"])
+    images = [load_image(image_bytes(r)) for r in rows["image"]]
+    result = {"model": model, "data": list(data), "robustness": {}}
+    for kind in degradations:
+        p = pipeline_fake_probability(classifier, [degrade(img, kind) for img in images], batch_size=batch_size)
+        m = classification_metrics(labels, p)
+        if kind == "clean":
+            result.update(m, ece=expected_calibration_error(labels, p),
+                          per_source=per_source_metrics(labels, p, rows["source"]))
+        result["robustness"][kind] = {"accuracy": m["accuracy"], "auc": m["auc"]}
+    start = time.perf_counter()
+    for img in images[:20]:
+        classifier(img)
+    result["pipeline_cpu_ms_per_image"] = (time.perf_counter() - start) * 1000 / min(20, len(images))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="Saved model folder or Hub id")
+    parser.add_argument("--data", action="extend", nargs="+", required=True, help="Image folder(s) or Hub dataset id(s)")
+    parser.add_argument("--output", help="Folder for metrics.json (printed only when absent)")
+    parser.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True,
+                        help="Also score every degraded condition (JPEG q90/75/50, blur, downscale)")
+    parser.add_argument("--limit", type=int, help="Score a random sample of this many images")
+    args = parser.parse_args(argv)
+    try:
+        result = score_folder(args.model, args.data, limit=args.limit,
+                              degradations=ROBUSTNESS if args.robustness else ("clean", "jpeg_q75"))
+    except DataError as e:
+        parser.exit(2, f"evaluate: error: {e}\n")
+    summary = {k: result[k] for k in ("n", "accuracy", "weighted_recall", "auc", "ece", "pipeline_cpu_ms_per_image")}
+    print(json.dumps(summary, indent=2))
+    print("robustness:", json.dumps(result["robustness"]))
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+        with open(os.path.join(args.output, "metrics.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        save_plots(args.output, result)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

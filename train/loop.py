@@ -1,0 +1,339 @@
+"""Train one detector with Accelerate, evaluate it, and write a ready Hub folder.
+
+    python -m train --data ../shared/data/faces140k --data ../shared/data/ciplab --model xception --output runs/xception
+    accelerate launch -m train --data user/some-hub-dataset --model ensemble --members runs/tuned-cnn runs/xception --output runs/ensemble
+
+The same script runs on CPU, one GPU, or several processes (`accelerate launch`, `torchrun`). A run works in
+`<output>.partial/` (checkpoints, best weights) and is moved to `<output>` only when everything is written,
+so `--output` never holds half a run. `--resume` continues an interrupted run exactly where it stopped.
+"""
+
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from hub.layout import save_model
+from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
+from train import evaluate as ev
+from train.config import as_dict, command_line, output_paths, parse_args
+from train.data import (ROBUSTNESS, Augment, DataError, ImageDataset, load_sources, scrub, source_name, split,
+                        split_counts)
+from train.models import create_model, data_config_of, fold_temperature, logits_of, trainable_parameters
+
+CHECKPOINT = "checkpoint"
+BEST = "best.safetensors"
+STATE = "trainer_state.json"
+RUN_CONFIG = "run_config.json"
+
+
+def main(argv=None):
+    data_args, model_args, train_args = parse_args(argv)
+    try:
+        train(data_args, model_args, train_args, command=command_line(argv))
+    except DataError as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def train(data_args, model_args, train_args, command=""):
+    accelerator = Accelerator(
+        mixed_precision=train_args.mixed_precision,
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    work, final = output_paths(train_args.output)
+    run_config = {**as_dict(data_args, model_args, train_args), "command": command}
+    check_output(work, final, train_args, run_config)
+    accelerator.wait_for_everyone()  # every process checks before the main one creates anything
+    set_seed(train_args.seed)
+
+    # Data: every process scrubs and splits the same way (seeded); the main process writes the reports.
+    sources = load_sources(data_args.data, image_column=data_args.image_column, label_column=data_args.label_column)
+    kept, scrub_report = scrub(sources, min_size=data_args.min_size,
+                               near_duplicate_distance=data_args.near_duplicate_distance)
+    splits = split(kept, val_fraction=data_args.val_fraction, test_fraction=data_args.test_fraction,
+                   seed=train_args.seed)
+    counts = split_counts(splits)
+    accelerator.print(f"scrub: kept {scrub_report['images_kept']} of {scrub_report['images_in']} images; "
+                      f"dropped {scrub_report['dropped_by_reason'] or 'none'}; "
+                      f"{len(scrub_report['near_duplicate_groups'])} near-duplicate groups kept within one split")
+    for name, c in counts.items():
+        accelerator.print(f"{name:>10}: {c['fake']} fake, {c['real']} real")
+
+    model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained,
+                         width=model_args.width, members=model_args.members, combine=model_args.combine,
+                         drop_rate=model_args.drop_rate)
+    config = data_config_of(model)
+    augment = Augment(flip=train_args.augment_flip, crop_scale=train_args.augment_crop_scale,
+                      jpeg=train_args.augment_jpeg, blur=train_args.augment_blur, downscale=train_args.augment_downscale)
+    datasets = {name: ImageDataset(rows, config, augment=augment if name == "train" else None,
+                                   reencode_quality=data_args.reencode_jpeg, seed=train_args.seed)
+                for name, rows in splits.items()}
+    loaders = {name: make_loader(ds, train_args, shuffle=name == "train") for name, ds in datasets.items()}
+
+    parameters = trainable_parameters(model, model_args.train_members)
+    optimizer = torch.optim.AdamW(parameters, lr=train_args.learning_rate, weight_decay=train_args.weight_decay)
+    steps_per_epoch = -(-len(loaders["train"]) // train_args.gradient_accumulation_steps)
+    scheduler = make_scheduler(optimizer, train_args, steps_per_epoch)
+    model, optimizer, scheduler, loaders["train"], loaders["validation"], loaders["test"] = accelerator.prepare(
+        model, optimizer, scheduler, loaders["train"], loaders["validation"], loaders["test"])
+
+    state = {"epoch": 0, "best_score": None, "best_epoch": None, "stale_epochs": 0, "history": [],
+             "train_seconds": 0.0, "train_images": 0}
+    if train_args.resume:
+        accelerator.load_state(os.path.join(work, CHECKPOINT))
+        with open(os.path.join(work, CHECKPOINT, STATE)) as f:
+            state = json.load(f)
+        accelerator.print(f"resumed after epoch {state['epoch']} (best validation AUC {state['best_score']})")
+    elif accelerator.is_main_process:
+        os.makedirs(work)
+        write_json(os.path.join(work, RUN_CONFIG), run_config)
+    accelerator.wait_for_everyone()
+
+    session_start = time.time()
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train_args.label_smoothing)
+    for epoch in range(state["epoch"], train_args.epochs):
+        set_seed(train_args.seed + epoch)  # the epoch alone decides its randomness: resuming changes nothing
+        datasets["train"].set_epoch(epoch)
+        loaders["train"].set_epoch(epoch)
+        start = time.time()
+        train_loss, seen = train_one_epoch(model, loaders["train"], optimizer, scheduler, loss_fn, accelerator,
+                                           model_args.train_members, desc=f"epoch {epoch + 1}/{train_args.epochs}")
+        state["train_seconds"] += time.time() - start
+        state["train_images"] += seen
+        logits, labels, _ = predict(model, loaders["validation"], accelerator)
+        val = ev.classification_metrics(labels, ev.fake_probability_of(logits))
+        val_loss = float(torch.nn.functional.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels)))
+        score = val["auc"] if val["auc"] is not None else val["accuracy"]
+        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                                 "val_accuracy": val["accuracy"], "val_auc": val["auc"],
+                                 "lr": scheduler.get_last_lr()[0], "seconds": time.time() - start})
+        accelerator.print(f"epoch {epoch + 1}/{train_args.epochs}: train loss {train_loss:.4f}, val loss "
+                          f"{val_loss:.4f}, val accuracy {val['accuracy']:.4f}, val AUC {ev._fmt(val['auc'], 4)} "
+                          f"({time.time() - start:.0f} s)")
+        if state["best_score"] is None or score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch + 1, stale_epochs=0)
+            if accelerator.is_main_process:
+                save_file(cpu_state_dict(accelerator.unwrap_model(model)), os.path.join(work, BEST))
+        else:
+            state["stale_epochs"] += 1
+        state["epoch"] = epoch + 1
+        save_checkpoint(accelerator, work, state)
+        if state["stale_epochs"] >= train_args.patience:
+            accelerator.print(f"early stop: no better validation AUC for {train_args.patience} epochs")
+            break
+        if train_args.time_limit_minutes is not None and time.time() - session_start > train_args.time_limit_minutes * 60:
+            if state["epoch"] < train_args.epochs:
+                accelerator.print(f"time limit reached after epoch {state['epoch']}: continue with the same command "
+                                  "and --resume")
+                return None
+    return finish(model, accelerator, datasets, loaders, splits, state, run_config, scrub_report, counts, work, final,
+                  train_args)
+
+
+def check_output(work, final, train_args, run_config):
+    """Refuse, before anything is written, to clobber a finished run or to mix two different runs."""
+    if os.path.exists(final) and not train_args.overwrite:
+        raise DataError(f"{final} already exists: choose another --output or pass --overwrite.")
+    if train_args.resume:
+        saved = os.path.join(work, RUN_CONFIG)
+        if not os.path.isfile(os.path.join(work, CHECKPOINT, STATE)):
+            raise DataError(f"Nothing to resume in {work}: start the run without --resume.")
+        with open(saved) as f:
+            before = json.load(f)
+        if _comparable(before) != _comparable(run_config):
+            raise DataError(f"{work} was started with other settings: resume with the command in {saved}.")
+    elif os.path.exists(work):
+        raise DataError(f"An interrupted run is in {work}: add --resume to continue it, or delete that folder.")
+
+
+def _comparable(run_config):
+    """Settings that must match to resume (how long this session may run and how it loads data may differ)."""
+    training = {k: v for k, v in run_config["TrainingArguments"].items()
+                if k not in ("resume", "time_limit_minutes", "num_workers", "overwrite")}
+    return {**run_config, "TrainingArguments": training, "command": None}
+
+
+def make_loader(dataset, train_args, shuffle):
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=train_args.batch_size, shuffle=shuffle, num_workers=train_args.num_workers,
+        drop_last=shuffle and len(dataset) > train_args.batch_size, pin_memory=torch.cuda.is_available(),
+    )
+
+
+def make_scheduler(optimizer, train_args, steps_per_epoch):
+    total = max(1, steps_per_epoch * train_args.epochs)
+    if train_args.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train_args.learning_rate, total_steps=total)
+    warmup = min(total - 1, int(train_args.warmup_epochs * steps_per_epoch))
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def set_train_mode(model, train_members):
+    model.train()
+    inner = model.module if hasattr(model, "module") else model
+    if isinstance(inner, DeepfakeEnsembleForImageClassification) and not train_members:
+        inner.members.eval()  # frozen members keep their batch-norm statistics
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, train_members, desc=""):
+    set_train_mode(model, train_members)
+    total_loss, seen = 0.0, 0
+    for pixels, labels, _ in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
+        with accelerator.accumulate(model):
+            loss = loss_fn(logits_of(model(pixels)), labels)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        total_loss += loss.item() * len(labels)
+        seen += len(labels)
+    # Every process's share, summed: the loss and image count of the whole epoch.
+    totals = accelerator.reduce(torch.tensor([total_loss, seen], device=accelerator.device, dtype=torch.float64))
+    return float(totals[0] / max(1.0, float(totals[1]))), int(totals[1])
+
+
+@torch.no_grad()
+def predict(model, loader, accelerator):
+    """Logits, labels and row indices of every sample exactly once, in dataset order."""
+    model.eval()
+    outputs = []
+    for pixels, labels, index in loader:
+        logits = logits_of(model(pixels)).float()
+        outputs.append([t.cpu() for t in accelerator.gather_for_metrics((logits, labels, index))])
+    logits, labels, index = (torch.cat(parts) for parts in zip(*outputs))
+    order = index.argsort()
+    return logits[order].numpy(), labels[order].numpy(), index[order].numpy()
+
+
+def cpu_state_dict(model):
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(accelerator, work, state):
+    folder = os.path.join(work, CHECKPOINT)
+    accelerator.save_state(folder)
+    if accelerator.is_main_process:
+        write_json(os.path.join(folder, STATE), state)
+    accelerator.wait_for_everyone()
+
+
+def finish(model, accelerator, datasets, loaders, splits, state, run_config, scrub_report, counts, work, final,
+           train_args):
+    """Best weights → temperature on validation → test metrics, robustness, plots → Hub folder → move in place."""
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_state_dict(load_file(os.path.join(work, BEST)))
+    val_logits, val_labels, _ = predict(model, loaders["validation"], accelerator)
+    test_logits, test_labels, test_index = predict(model, loaders["test"], accelerator)
+    degraded = {}
+    for kind in ROBUSTNESS[1:]:
+        dataset = ImageDataset(splits["test"], data_config_of(unwrapped), degradation=kind,
+                               reencode_quality=datasets["test"].reencode_quality)
+        loader = accelerator.prepare_data_loader(make_loader(dataset, train_args, shuffle=False))
+        degraded[kind] = predict(model, loader, accelerator)[0]
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return None
+
+    temperature = ev.fit_temperature(val_logits, val_labels)
+    p_test_raw = ev.fake_probability_of(test_logits)
+    p_test = ev.fake_probability_of(test_logits, temperature)
+    test = ev.classification_metrics(test_labels, p_test)
+    test.update(ece_before=ev.expected_calibration_error(test_labels, p_test_raw),
+                ece_after=ev.expected_calibration_error(test_labels, p_test))
+    robustness = {"clean": {"accuracy": test["accuracy"], "auc": test["auc"]}}
+    for kind, logits in degraded.items():
+        m = ev.classification_metrics(test_labels, ev.fake_probability_of(logits, temperature))
+        robustness[kind] = {"accuracy": m["accuracy"], "auc": m["auc"]}
+    fold_temperature(unwrapped, temperature)
+    unwrapped = unwrapped.float().cpu()
+
+    data_args, model_args = run_config["DataArguments"], run_config["ModelArguments"]
+    is_ensemble = isinstance(unwrapped, DeepfakeEnsembleForImageClassification)
+    metrics = {
+        "model": model_args["model"],
+        "architecture": "deepfake_ensemble" if is_ensemble else unwrapped.pretrained_cfg["architecture"],
+        "library_name": "transformers" if is_ensemble else "timm",
+        "pretrained": model_args["pretrained"],
+        "base_model": None,
+        "image_size": data_config_of(unwrapped)["input_size"][-1],
+        "parameters": sum(p.numel() for p in unwrapped.parameters()),
+        "labels": {"0": "fake", "1": "real"},
+        "data": {"sources": list(data_args["data"]), "datasets": [source_name(s) for s in data_args["data"]],
+                 "counts": counts, "scrub": {k: scrub_report[k] for k in ("images_in", "images_kept", "dropped_by_reason")}},
+        "test": test,
+        "per_source": ev.per_source_metrics(test_labels, p_test, np.asarray(splits["test"]["source"])[test_index]),
+        "robustness": robustness,
+        "temperature": temperature,
+        "thresholds": ev.choose_thresholds(val_labels, ev.fake_probability_of(val_logits, temperature)),
+        "training": {
+            "epochs": train_args.epochs, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+            "wall_time_s": round(state["train_seconds"], 1),
+            "train_images_per_s": round(state["train_images"] / max(state["train_seconds"], 1e-9), 1),
+            "device": describe_device(accelerator), "command": run_config["command"], "seed": train_args.seed,
+        },
+        "inference": {"cpu_ms_per_image": round(ev.cpu_latency_ms(unwrapped, data_config_of(unwrapped)), 2)},
+    }
+    if is_ensemble:
+        metrics["members"] = [m["source"] for m in unwrapped.config.members]
+    if model_args["pretrained"]:
+        metrics["base_model"] = f"timm/{unwrapped.pretrained_cfg['architecture']}"
+
+    save_model(unwrapped, work, dtype=getattr(torch, train_args.save_dtype))
+    metrics["files"] = ev.save_plots(work, test, state["history"], test_labels, p_test)
+    write_json(os.path.join(work, "metrics.json"), metrics)
+    write_json(os.path.join(work, "scrub_report.json"), scrub_report)
+    write_json(os.path.join(work, "splits.json"), {
+        "counts": counts, "files": {name: [image.get("path") for image in rows["image"]] for name, rows in splits.items()}})
+    write_history(os.path.join(work, "history.csv"), state["history"])
+    with open(os.path.join(work, "report.md"), "w") as f:
+        f.write(ev.report_markdown(metrics))
+    shutil.rmtree(os.path.join(work, CHECKPOINT))
+    os.remove(os.path.join(work, BEST))
+    if os.path.exists(final):  # --overwrite: the old run goes only now that the new one is complete
+        shutil.rmtree(final)
+    os.replace(work, final)
+    accelerator.print(f"test accuracy {test['accuracy']:.4f}, AUC {ev._fmt(test['auc'], 4)}, ECE "
+                      f"{test['ece_before']:.3f} → {test['ece_after']:.3f}; model and report in {final}")
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def describe_device(accelerator):
+    if accelerator.device.type == "cuda":
+        name = torch.cuda.get_device_name(accelerator.device)
+    else:
+        name = f"CPU, {torch.get_num_threads()} threads"
+    return f"{name} × {accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision}"
+
+
+def write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+
+
+def write_history(path, history):
+    if not history:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
