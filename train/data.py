@@ -150,7 +150,10 @@ def load_sources(sources, *, image_column="image", label_column="label"):
     parts = []
     for source in sources:
         if os.path.isdir(source):
-            loaded = datasets.load_dataset("imagefolder", data_dir=source)
+            try:
+                loaded = datasets.load_dataset("imagefolder", data_dir=source)
+            except (datasets.exceptions.DataFilesNotFoundError, datasets.data_files.EmptyDatasetError):
+                raise DataError(f"{source} holds no image files: put .jpg/.png files in real/ and fake/ folders.") from None
             image_col, label_col = "image", "label"
         elif os.path.exists(source):
             raise DataError(f"{source} is a file, not a folder: pass a folder holding real/ and fake/ image folders.")
@@ -173,6 +176,11 @@ def load_sources(sources, *, image_column="image", label_column="label"):
 
 def _normalise(part, source, split_name, image_col, label_col):
     name = source_name(source)
+    if os.path.isdir(source) and label_col not in part.column_names and image_col in part.column_names:
+        # imagefolder drops the label column when a folder holds one class folder only (e.g. just real/).
+        parents = [os.path.basename(os.path.dirname(image["path"])) for image in
+                   part.cast_column(image_col, datasets.Image(decode=False))[image_col]]
+        part = part.add_column(label_col, parents)
     for column in (image_col, label_col):
         if column not in part.column_names:
             raise DataError(f"{name} has no column {column!r} (it has {part.column_names}): "
@@ -189,11 +197,13 @@ def _normalise(part, source, split_name, image_col, label_col):
                         "'fake' and 'real' only.")
     split_name = {"valid": "validation", "val": "validation", "dev": "validation"}.get(split_name, split_name)
     split_name = split_name if split_name in SPLITS else ""
-    part = part.select_columns([image_col]).cast_column(image_col, datasets.Image(decode=False))
+    ids = [LABEL2ID[label] for label in labels]
+    part = part.cast_column(image_col, datasets.Image(decode=False)).map(
+        lambda batch, indices: {"label": [ids[i] for i in indices], "source": [name] * len(indices),
+                                "split": [split_name] * len(indices)},
+        with_indices=True, batched=True, remove_columns=[c for c in part.column_names if c != image_col])
     if image_col != "image":
         part = part.rename_column(image_col, "image")
-    part = part.add_column("label", [LABEL2ID[label] for label in labels])
-    part = part.add_column("source", [name] * len(part)).add_column("split", [split_name] * len(part))
     return part.cast(datasets.Features(
         image=datasets.Image(decode=False), label=datasets.ClassLabel(names=[ID2LABEL[0], ID2LABEL[1]]),
         source=datasets.Value("string"), split=datasets.Value("string"),

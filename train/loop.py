@@ -26,7 +26,7 @@ from hub.layout import save_model
 from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 from train import evaluate as ev
 from train.config import as_dict, command_line, output_paths, parse_args
-from train.data import (ROBUSTNESS, Augment, DataError, ImageDataset, load_sources, scrub, source_name, split,
+from train.data import (ID2LABEL, ROBUSTNESS, Augment, DataError, ImageDataset, load_sources, scrub, source_name, split,
                         split_counts)
 from train.models import create_model, data_config_of, fold_temperature, logits_of, trainable_parameters
 
@@ -48,6 +48,8 @@ def main(argv=None):
 
 def train(data_args, model_args, train_args, command=""):
     accelerator = Accelerator(
+        # Accelerate treats torchrun processes as MULTI_CPU only when told the run is on CPU.
+        cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         mixed_precision=train_args.mixed_precision,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
@@ -181,7 +183,8 @@ def make_scheduler(optimizer, train_args, steps_per_epoch):
     def factor(step):
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        return 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup)))
+        # A Python float: numpy scalars in the scheduler state would not load under torch.load(weights_only=True).
+        return float(0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -303,6 +306,7 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     write_json(os.path.join(work, "splits.json"), {
         "counts": counts, "files": {name: [image.get("path") for image in rows["image"]] for name, rows in splits.items()}})
     write_history(os.path.join(work, "history.csv"), state["history"])
+    write_predictions(os.path.join(work, "test_predictions.csv"), splits["test"], test_index, test_labels, p_test)
     with open(os.path.join(work, "report.md"), "w") as f:
         f.write(ev.report_markdown(metrics))
     shutil.rmtree(os.path.join(work, CHECKPOINT))
@@ -328,6 +332,16 @@ def write_json(path, data):
     with open(path, "w") as f:
         json.dump(data, f, indent=2, default=str)
         f.write("\n")
+
+
+def write_predictions(path, rows, index, labels, fake_probability):
+    """Every test image with its label and calibrated P(fake): for error analysis, and to check a reload."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "source", "label", "fake_probability"])
+        for i, label, p in zip(index, labels, fake_probability):
+            row = rows[int(i)]
+            writer.writerow([row["image"].get("path") or "", row["source"], ID2LABEL[int(label)], f"{p:.8f}"])
 
 
 def write_history(path, history):

@@ -1,0 +1,214 @@
+"""Loading, scrubbing and splitting: every odd image a user can bring, and no leak from train to test."""
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import face_like, make_image_folder
+from train.data import (DataError, ID2LABEL, class_counts, load_image, load_sources, near_duplicate_groups, scrub,
+                        split, to_rgb)
+
+
+def _save(img, path, **kwargs):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    img.save(path, **kwargs)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# load_image: one clear sentence for every bad input, RGB for every good one
+
+
+def test_empty_bytes_are_refused():
+    with pytest.raises(DataError, match=r"^The file is empty \(0 bytes\): upload an image file such as JPEG or PNG\.$"):
+        load_image(b"")
+
+
+def test_non_image_is_refused(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is not an image")
+    with pytest.raises(DataError, match=r"^notes\.jpg is not an image PIL can read: upload a JPEG, PNG"):
+        load_image(str(path))
+
+
+def test_truncated_jpeg_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    face_like(np.random.RandomState(0)).save(buffer, format="JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(DataError, match=r"^cut\.jpg is corrupt or truncated .*: re-export or re-download it\.$"):
+        load_image(str(path))
+
+
+def test_decompression_bomb_is_refused_from_the_header(tmp_path):
+    # A 1-bit 11000x10000 PNG: 110 megapixels, a few kB on disk.
+    path = _save(Image.new("1", (11000, 10000)), str(tmp_path / "bomb.png"))
+    assert os.path.getsize(path) < 100_000
+    with pytest.raises(DataError, match=r"^bomb\.png is 11000x10000 \(110 megapixels\), over the 100-megapixel limit"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "1"])
+def test_every_mode_becomes_rgb(mode):
+    img = face_like(np.random.RandomState(0), 80).convert(mode)
+    out = load_image(img)
+    assert out.mode == "RGB" and out.size == (80, 80)
+
+
+def test_transparent_areas_become_white():
+    img = Image.new("RGBA", (8, 8), (10, 20, 30, 0))
+    assert to_rgb(img).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_sixteen_bit_is_rescaled_not_clipped(tmp_path):
+    values = np.full((40, 40), 32768, dtype=np.uint16)  # mid-grey in 16 bits
+    path = _save(Image.fromarray(values), str(tmp_path / "grey16.png"))
+    assert Image.open(path).mode.startswith("I")
+    assert load_image(path).getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (60, 30), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = _save(img, str(tmp_path / "rotated.jpg"), exif=exif)
+    assert load_image(path).size == (30, 60)
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (40, 40), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    path = str(tmp_path / "anim.gif")
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    red, green, blue = load_image(path).getpixel((5, 5))
+    assert red > 200 and blue < 50
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources and scrub
+
+
+def test_labels_are_fixed_by_name_not_folder_order(tmp_path):
+    root = tmp_path / "data"
+    rng = np.random.RandomState(0)
+    _save(face_like(rng), str(root / "Real" / "a.jpg"))
+    _save(face_like(rng, fake=True), str(root / "FAKE" / "b.jpg"))
+    data = load_sources([str(root)])
+    by_file = {os.path.basename(image["path"]): ID2LABEL[label] for image, label in zip(data["image"], data["label"])}
+    assert by_file == {"a.jpg": "real", "b.jpg": "fake"}
+
+
+def test_unknown_class_is_a_clear_error(tmp_path):
+    rng = np.random.RandomState(0)
+    for label in ("real", "fake", "cartoon"):
+        _save(face_like(rng), str(tmp_path / label / "x.jpg"))
+    with pytest.raises(DataError, match=r"has classes \['cartoon'\] besides fake/real"):
+        load_sources([str(tmp_path)])
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist: pass an image folder"):
+        load_sources([str(tmp_path / "nowhere")])
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Good images plus one of each problem the scrub handles."""
+    root = tmp_path / "messy"
+    make_image_folder(str(root), per_class=6)
+    rng = np.random.RandomState(1)
+    _save(face_like(rng, 100), str(root / "real" / "small.jpg"))  # under 150 px
+    (root / "fake" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    shutil.copy(root / "real" / "real_000.jpg", root / "real" / "real_000_copy.jpg")  # exact duplicate
+    near = Image.open(root / "fake" / "fake_000.jpg").convert("RGB")
+    near.save(root / "fake" / "near_000.jpg", quality=60)  # same picture, other encoding
+    _save(face_like(rng, 160).convert("CMYK"), str(root / "real" / "cmyk.jpg"))
+    _save(face_like(rng, 160).convert("L"), str(root / "real" / "grey.png"))
+    return str(root)
+
+
+def test_scrub_drops_and_reports_each_problem(messy_folder):
+    kept, report = scrub(load_sources([messy_folder]))
+    dropped = {os.path.basename(d["file"]): d["reason"] for d in report["dropped"]}
+    assert dropped.keys() == {"small.jpg", "broken.jpg", "real_000_copy.jpg"}
+    assert dropped["small.jpg"] == "smaller than 150 px"
+    assert dropped["real_000_copy.jpg"] == "exact duplicate"
+    assert dropped["broken.jpg"].startswith("unreadable: ")
+    assert report["dropped_by_reason"] == {"smaller than 150 px": 1, "unreadable": 1, "exact duplicate": 1}
+    assert report["images_in"] == 18 and report["images_kept"] == 15 == len(kept)
+    near_groups = [sorted(os.path.basename(f) for f in group) for group in report["near_duplicate_groups"]]
+    assert ["fake_000.jpg", "near_000.jpg"] in near_groups
+
+
+def test_same_image_with_both_labels_is_dropped(tmp_path):
+    root = tmp_path / "conflict"
+    make_image_folder(str(root), per_class=3)
+    shutil.copy(root / "real" / "real_000.jpg", root / "fake" / "real_000_as_fake.jpg")
+    kept, report = scrub(load_sources([str(root)]))
+    reasons = {os.path.basename(d["file"]): d["reason"] for d in report["dropped"]}
+    assert reasons == {"real_000.jpg": "same image labelled both fake and real",
+                       "real_000_as_fake.jpg": "same image labelled both fake and real"}
+    assert len(kept) == 5
+
+
+def test_near_duplicate_groups_union_transitively():
+    hashes = ["0000000000000000", "0000000000000007", "000000000000003f", "ffffffffffffffff"]
+    groups = near_duplicate_groups(hashes, max_distance=3)
+    assert groups[0] == groups[1] == groups[2] != groups[3]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Split
+
+
+def test_split_is_stratified_seeded_and_keeps_duplicate_groups_together(tmp_path):
+    folders = [make_image_folder(str(tmp_path / name), per_class=20, seed=i) for i, name in enumerate(("a", "b"))]
+    # Near duplicates of several images: each group must land in one split.
+    for i in range(5):
+        img = Image.open(os.path.join(folders[0], "fake", f"fake_{i:03d}.jpg")).convert("RGB")
+        img.save(os.path.join(folders[0], "fake", f"dup_{i:03d}.jpg"), quality=70)
+    kept, report = scrub(load_sources(folders))
+    splits = split(kept, val_fraction=0.2, test_fraction=0.2, seed=3)
+
+    where = {}
+    for name, part in splits.items():
+        for image, group in zip(part["image"], part["group"]):
+            where.setdefault(group, set()).add(name)
+    assert all(len(names) == 1 for names in where.values())
+    assert sum(len(part) for part in splits.values()) == len(kept) == 85
+    test_counts = {source: class_counts(splits["test"].filter(lambda s: s == source, input_columns="source"))
+                   for source in ("a", "b")}
+    # 20 % of each source and class: a has 25 fakes (5 near-duplicate pairs) and 20 reals, b 20 of each.
+    assert test_counts["b"] == {"fake": 4, "real": 4} and test_counts["a"]["real"] == 4
+    assert 4 <= test_counts["a"]["fake"] <= 6
+    again = split(kept, val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert again["test"]["image"] == splits["test"]["image"]
+    other = split(kept, val_fraction=0.2, test_fraction=0.2, seed=4)
+    assert other["test"]["image"] != splits["test"]["image"]
+
+
+def test_own_splits_are_kept_and_validation_carved_from_train(tmp_path):
+    make_image_folder(str(tmp_path / "train"), per_class=10, seed=0)
+    make_image_folder(str(tmp_path / "test"), per_class=4, seed=1)
+    kept, _ = scrub(load_sources([str(tmp_path)]))
+    splits = split(kept, val_fraction=0.2, seed=0)
+    assert {n: len(p) for n, p in splits.items()} == {"train": 16, "validation": 4, "test": 8}
+    assert all("/test/" in image["path"] for image in splits["test"]["image"])
+
+
+def test_one_class_folder_per_source_is_labelled_by_its_folder(tmp_path):
+    make_image_folder(str(tmp_path / "reals"), per_class=3)
+    shutil.rmtree(tmp_path / "reals" / "fake")
+    data = load_sources([str(tmp_path / "reals")])
+    assert data["label"] == [1, 1, 1]
+
+
+def test_single_class_data_is_a_clear_error(tmp_path):
+    make_image_folder(str(tmp_path / "all"), per_class=5)
+    shutil.rmtree(tmp_path / "all" / "fake")
+    kept, _ = scrub(load_sources([str(tmp_path / "all")]))
+    with pytest.raises(DataError, match=r"only one class .*add images of both fake and real"):
+        split(kept)

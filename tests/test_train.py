@@ -1,0 +1,226 @@
+"""Training end to end on tiny generated data: every model through the CLI, reload, resume, bad input, metrics."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.helpers import make_image_folder
+from train import evaluate as ev
+from train.data import load_image, load_sources, scrub
+from train.loop import main
+
+TINY = ["--image-size", "48", "--width", "0.25", "--batch-size", "8", "--num-workers", "0"]
+FILES = {"config.json", "model.safetensors", "metrics.json", "report.md", "run_config.json", "scrub_report.json",
+         "splits.json", "history.csv", "test_predictions.csv", "confusion_matrix.png", "roc.png",
+         "training_curves.png"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return [make_image_folder(str(root / "a"), per_class=10, seed=0), make_image_folder(str(root / "b"), per_class=10, seed=1)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data):
+    """tuned-cnn and xception trained once (2 epochs) for the tests that need trained folders."""
+    root = tmp_path_factory.mktemp("runs")
+    folders = {}
+    for name in ("tuned-cnn", "xception"):
+        folders[name] = str(root / name)
+        argv = ["--data", *data, "--model", name, "--epochs", "2", "--output", folders[name], *TINY]
+        assert main(argv) == 0
+    return folders
+
+
+def _pipeline_matches_predictions(folder):
+    """The saved model, loaded by pipeline(), gives the probabilities the run computed in memory (calibrated)."""
+    classifier = ev.load_pipeline(folder)
+    with open(os.path.join(folder, "test_predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    images = [load_image(row["file"]) for row in rows]
+    reloaded = ev.pipeline_fake_probability(classifier, images)
+    expected = np.array([float(row["fake_probability"]) for row in rows])
+    np.testing.assert_allclose(reloaded, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tuned-cnn", "xception"])
+def test_model_trains_and_reloads_with_identical_outputs(runs, name):
+    folder = runs[name]
+    assert set(os.listdir(folder)) == FILES
+    assert not os.path.exists(folder + ".partial")
+    metrics = json.load(open(os.path.join(folder, "metrics.json")))
+    assert metrics["model"] == name and metrics["test"]["n"] == 8
+    assert set(metrics["robustness"]) == {"clean", "jpeg_q90", "jpeg_q75", "jpeg_q50", "blur", "downscale_64"}
+    assert metrics["training"]["epochs_run"] == 2 and metrics["training"]["train_images_per_s"] > 0
+    assert metrics["training"]["command"].startswith("python -m train --data ")
+    config = json.load(open(os.path.join(folder, "config.json")))
+    assert config["label_names"] == ["fake", "real"] and "num_classes" not in config["model_args"]
+    _pipeline_matches_predictions(folder)
+
+
+def test_ensemble_trains_from_members_and_reloads(runs, data, tmp_path):
+    output = str(tmp_path / "ensemble")
+    argv = ["--data", *data, "--model", "ensemble", "--members", runs["tuned-cnn"], runs["xception"],
+            "--epochs", "1", "--output", output, "--batch-size", "8", "--num-workers", "0"]
+    assert main(argv) == 0
+    assert set(os.listdir(output)) == FILES | {"modeling_deepfake_ensemble.py", "preprocessor_config.json"}
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["library_name"] == "transformers" and metrics["members"] == [runs["tuned-cnn"], runs["xception"]]
+    _pipeline_matches_predictions(output)
+
+
+def test_resume_gives_the_same_result_as_not_stopping(data, tmp_path):
+    common = ["--data", *data, "--model", "tuned-cnn", "--epochs", "3", *TINY]
+    straight = str(tmp_path / "straight")
+    assert main([*common, "--output", straight]) == 0
+
+    stopped = str(tmp_path / "stopped")
+    assert main([*common, "--output", stopped, "--time-limit-minutes", "0"]) == 0
+    assert not os.path.exists(stopped) and os.path.isdir(stopped + ".partial")
+    state = json.load(open(os.path.join(stopped + ".partial", "checkpoint", "trainer_state.json")))
+    assert state["epoch"] == 1
+    assert main([*common, "--output", stopped, "--resume"]) == 0
+
+    a, b = load_file(os.path.join(straight, "model.safetensors")), load_file(os.path.join(stopped, "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    history = [list(csv.DictReader(open(os.path.join(f, "history.csv")))) for f in (straight, stopped)]
+    assert [r["train_loss"] for r in history[0]] == [r["train_loss"] for r in history[1]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad input: one clear line, exit code 2, nothing written
+
+
+def _error(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse-level errors
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def test_missing_data_path(capsys, tmp_path):
+    code, line = _error(capsys, ["--data", str(tmp_path / "nope"), "--model", "tuned-cnn", "--output", str(tmp_path / "o")])
+    assert code == 2 and line == f"train: error: {tmp_path / 'nope'} does not exist: pass an image folder (real/ and fake/ inside) or a Hub dataset id."
+    assert not os.path.exists(tmp_path / "o") and not os.path.exists(tmp_path / "o.partial")
+
+
+def test_unknown_model(capsys, data, tmp_path):
+    code, line = _error(capsys, ["--data", data[0], "--model", "resnet", "--output", str(tmp_path / "o")])
+    assert code == 2 and line == "train: error: Unknown model 'resnet': choose one of tuned-cnn, xception, ensemble."
+
+
+def test_members_that_do_not_exist(capsys, data, tmp_path):
+    code, line = _error(capsys, ["--data", data[0], "--model", "ensemble", "--members", str(tmp_path / "x"),
+                                 str(tmp_path / "y"), "--output", str(tmp_path / "o"), "--num-workers", "0"])
+    assert code == 2 and line.startswith(f"train: error: --members {tmp_path / 'x'}: not a trained model folder")
+    assert not os.path.exists(tmp_path / "o.partial")
+
+
+def test_members_with_other_labels(capsys, runs, data, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (other / name).write_bytes(open(os.path.join(runs["tuned-cnn"], name), "rb").read())
+    config = json.load(open(other / "config.json"))
+    config["label_names"] = ["cat", "dog"]
+    json.dump(config, open(other / "config.json", "w"))
+    code, line = _error(capsys, ["--data", data[0], "--model", "ensemble", "--members", str(other), runs["xception"],
+                                 "--output", str(tmp_path / "o"), "--num-workers", "0"])
+    assert code == 2 and "has labels {0: 'cat', 1: 'dog'}, not {0: 'fake', 1: 'real'}" in line
+
+
+def test_existing_output_is_not_overwritten(capsys, runs, data):
+    before = os.path.getmtime(os.path.join(runs["tuned-cnn"], "model.safetensors"))
+    code, line = _error(capsys, ["--data", data[0], "--model", "tuned-cnn", "--output", runs["tuned-cnn"]])
+    assert code == 2 and line == f"train: error: {runs['tuned-cnn']} already exists: choose another --output or pass --overwrite."
+    assert os.path.getmtime(os.path.join(runs["tuned-cnn"], "model.safetensors")) == before
+
+
+def test_single_class_data(capsys, tmp_path):
+    folder = make_image_folder(str(tmp_path / "one"), per_class=4)
+    for f in os.listdir(os.path.join(folder, "fake")):
+        os.remove(os.path.join(folder, "fake", f))
+    os.rmdir(os.path.join(folder, "fake"))
+    code, line = _error(capsys, ["--data", folder, "--model", "tuned-cnn", "--output", str(tmp_path / "o")])
+    assert code == 2 and "only one class" in line and line.endswith("add images of both fake and real.")
+
+
+def test_cli_exit_code_and_single_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train", "--data", str(tmp_path), "--model", "xception",
+                             "--output", str(tmp_path / "o"), "--resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"train: error: Nothing to resume in {tmp_path / 'o'}.partial: start the run without --resume."
+
+
+def test_decompression_bomb_in_training_data_is_dropped(tmp_path):
+    folder = make_image_folder(str(tmp_path / "d"), per_class=2)
+    Image.new("1", (11000, 10000)).save(os.path.join(folder, "fake", "bomb.png"))
+    kept, report = scrub(load_sources([folder]))
+    assert [(os.path.basename(d["file"]), d["reason"]) for d in report["dropped"]] == [("bomb.png", "over the pixel limit")]
+    assert len(kept) == 4
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Metrics, checked by hand
+
+
+def test_metrics_on_a_hand_checked_confusion_matrix():
+    labels = [0, 0, 0, 1, 1, 1, 1, 1]  # fake, fake, fake, real × 5
+    p_fake = [0.9, 0.8, 0.3, 0.2, 0.6, 0.1, 0.1, 0.4]
+    m = ev.classification_metrics(labels, p_fake)
+    assert m["confusion_matrix"] == [[2, 1], [1, 4]]
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["weighted_recall"] == pytest.approx(3 / 8 * 2 / 3 + 5 / 8 * 4 / 5)
+    assert m["auc"] == pytest.approx(13 / 15)
+    assert m["classification_report"]["fake"]["precision"] == pytest.approx(2 / 3)
+    assert m["classification_report"]["real"]["recall"] == pytest.approx(4 / 5)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.RandomState(0)
+    z = rng.normal(0, 2, size=20000)
+    labels = (rng.rand(20000) < 1 / (1 + np.exp(z))).astype(int)  # P(fake = class 0) = sigmoid(z)
+    logits = np.stack([z, np.zeros_like(z)], axis=1) * 3.0  # over-confident by a factor of 3
+    temperature = ev.fit_temperature(logits, labels)
+    assert temperature == pytest.approx(3.0, rel=0.05)
+    before = ev.expected_calibration_error(labels, ev.fake_probability_of(logits))
+    after = ev.expected_calibration_error(labels, ev.fake_probability_of(logits, temperature))
+    assert after < 0.02 < before
+
+
+def test_thresholds_and_verdicts():
+    labels = np.array([0] * 50 + [1] * 50)
+    p_fake = np.concatenate([np.linspace(0.55, 1.0, 50), np.linspace(0.0, 0.6, 50)])
+    t = ev.choose_thresholds(labels, p_fake)
+    assert 0.5 <= t["real"] < t["fake"] <= 0.99 or t["real"] <= 0.5 <= t["fake"]
+    chosen = p_fake >= t["fake"]
+    assert (labels[chosen] == 0).mean() >= 0.95
+    assert ev.verdict(0.99, t) == "fake" and ev.verdict(0.01, t) == "real"
+    assert ev.verdict((t["fake"] + t["real"]) / 2, t) == "uncertain" or t["fake"] - t["real"] <= 0.01
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_see_every_test_image_once(data, tmp_path):
+    output = str(tmp_path / "ddp")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "train",
+               "--data", *data, "--model", "tuned-cnn", "--epochs", "1", "--output", output, *TINY]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["test"]["n"] == 8 and "× 2 process(es)" in metrics["training"]["device"]
+    rows = list(csv.DictReader(open(os.path.join(output, "test_predictions.csv"))))
+    assert len({row["file"] for row in rows}) == 8
