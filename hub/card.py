@@ -238,14 +238,17 @@ def _per_source(per_source: dict) -> str:
 
 
 def _robustness(robustness: dict) -> str:
-    clean = _number(robustness.get("clean"))
+    """Rows of accuracy (and AUC) per condition; values are {"accuracy", "auc"} dicts or bare accuracies."""
+    scores = {key: value if isinstance(value, dict) else {"accuracy": value} for key, value in robustness.items()}
+    clean = _number(scores.get("clean", {}).get("accuracy"))
     rows = []
-    for key, value in robustness.items():
-        if _number(value) is None:
+    for key, value in scores.items():
+        accuracy = _number(value.get("accuracy"))
+        if accuracy is None:
             continue
-        change = "" if clean is None or key == "clean" else f"{value - clean:+.4f}"
-        rows.append([ROBUSTNESS_LABELS.get(key, key), _fmt(value), change])
-    return _table(["test images", "accuracy", "change vs clean"], rows) if rows else ""
+        change = "" if clean is None or key == "clean" else f"{accuracy - clean:+.4f}"
+        rows.append([ROBUSTNESS_LABELS.get(key, key), _fmt(accuracy), _fmt(value.get("auc")), change])
+    return _table(["test images", "accuracy", "ROC-AUC", "accuracy change vs clean"], rows) if rows else ""
 
 
 def _evaluation(metrics: dict) -> str:
