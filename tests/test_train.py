@@ -66,6 +66,10 @@ def test_model_trains_and_reloads_with_identical_outputs(runs, name):
     config = json.load(open(os.path.join(folder, "config.json")))
     assert config["label_names"] == ["fake", "real"] and "num_classes" not in config["model_args"]
     _pipeline_matches_predictions(folder)
+    # The scoring benchmark (bench/score_models.py) reproduces the card's figures on the run's own test split.
+    scored = ev.score_rows(folder, ev.test_split_rows(folder))
+    assert scored["n"] == metrics["test"]["n"] and scored["accuracy"] == metrics["test"]["accuracy"]
+    assert scored["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
 
 
 def test_ensemble_trains_from_members_and_reloads(runs, data, tmp_path):
