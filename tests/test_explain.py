@@ -1,0 +1,231 @@
+"""Tests of explain.py: LIME, Grad-CAM, conv stages, feature maps and layer overlays on tiny models.
+
+    python -m pytest tests/test_explain.py -q -p no:cacheprovider
+
+Tiny untrained tuned-cnn (48 px), xception (64 px) and ensemble folders are built once for the module and loaded
+through `load_pipeline`, as the app loads its models.
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import explain
+from helpers import face_like, make_tiny_models
+from train.evaluate import load_pipeline, pipeline_fake_probability
+
+KINDS = ("tuned-cnn", "xception", "ensemble")
+# (model, member): the ensemble is explained as a whole and per member, by index and by name.
+EXPLAINED = [("tuned-cnn", None), ("xception", None), ("ensemble", None), ("ensemble", 0), ("ensemble", "xception")]
+TUNED_STAGES = ["stem (64 ch, 1/2)", "stage 1 (8 ch, 1/4)", "stage 2 (16 ch, 1/8)", "stage 3 (32 ch, 1/16)",
+                "stage 4 (64 ch, 1/32)"]
+XCEPTION_STAGES = ["stem (16 ch, 1/2)", "stage 1 (32 ch, 1/4)", "stage 2 (88 ch, 1/8)", "stage 3 (128 ch, 1/16)",
+                   "stage 4 (256 ch, 1/32)"]
+EXPECTED_STAGES = {
+    "tuned-cnn": TUNED_STAGES,
+    "xception": XCEPTION_STAGES,
+    "ensemble": [f"tuned-cnn · {s}" for s in TUNED_STAGES] + [f"xception · {s}" for s in XCEPTION_STAGES],
+}
+
+
+@pytest.fixture(scope="module")
+def classifiers(tmp_path_factory):
+    folders = make_tiny_models(tmp_path_factory.mktemp("explain-models"))
+    return {name: load_pipeline(folder) for name, folder in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def image():
+    """Not square, so the overlays must keep the upload's aspect while the model sees a centre crop."""
+    return face_like(np.random.RandomState(0), 160, fake=True).resize((200, 150))
+
+
+@pytest.fixture(scope="module")
+def other_image():
+    return face_like(np.random.RandomState(1), 160, fake=False).resize((200, 150))
+
+
+def assert_rgb(picture, size=None):
+    assert isinstance(picture, Image.Image) and picture.mode == "RGB"
+    pixels = np.asarray(picture)
+    assert pixels.dtype == np.uint8 and pixels.std() > 0, "blank image"
+    if size is not None:
+        assert picture.size == size
+
+
+def stages_of(classifier, member):
+    names = list(explain.conv_stages(classifier))
+    return [n for n in names if n.startswith(f"{member} · ")] if isinstance(member, str) else names
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stages, feature maps, layer overlays
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_conv_stages_names(classifiers, kind):
+    assert list(explain.conv_stages(classifiers[kind])) == EXPECTED_STAGES[kind]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_conv_stage_names_match_the_activations(classifiers, image, kind):
+    """The channels and reduction in each name are what the layer really outputs."""
+    classifier = classifiers[kind]
+    _, pixel_values, _ = explain.model_input(classifier, image)
+    activations = explain._activations(classifier, pixel_values, list(explain.conv_stages(classifier)))
+    for name, activation in activations.items():
+        channels, reduction = name.rsplit("(", 1)[1].rstrip(")").split(" ch, 1/")
+        member_input = 48 if name.startswith("tuned-cnn") or kind == "tuned-cnn" else 64
+        assert activation.shape[0] == int(channels), name
+        assert activation.shape[-1] == -(-member_input // int(reduction)), name
+
+
+@pytest.mark.parametrize("kind", ("tuned-cnn", "xception"))
+def test_conv_stages_without_feature_info_finds_the_same_stages(classifiers, kind, monkeypatch):
+    classifier = classifiers[kind]
+    monkeypatch.setattr(classifier.model.timm_model, "feature_info", None)
+    assert list(explain.conv_stages(classifier)) == EXPECTED_STAGES[kind]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_feature_maps_every_layer(classifiers, image, kind):
+    classifier = classifiers[kind]
+    for name in explain.conv_stages(classifier):
+        channels = int(name.rsplit("(", 1)[1].split(" ch")[0])
+        # 16 tiles: 4 x 4 grid beside a 356 px input; 8 channels (tuned-cnn stage 1): 3 x 3 beside 266 px
+        assert_rgb(explain.feature_maps(classifier, image, name), (672, 390) if channels >= 16 else (506, 300))
+
+
+def test_feature_maps_top_k_and_unknown_layer(classifiers, image):
+    classifier = classifiers["xception"]
+    assert_rgb(explain.feature_maps(classifier, image, XCEPTION_STAGES[2], top_k=4), (340, 210))
+    with pytest.raises(ValueError, match=r"Unknown layer 'layer4': choose one of 'stem \(16 ch, 1/2\)'"):
+        explain.feature_maps(classifier, image, "layer4")
+
+
+@pytest.mark.parametrize("kind, member", EXPLAINED)
+def test_layer_overlay(classifiers, image, kind, member):
+    classifier = classifiers[kind]
+    if member is None:  # every stage: one row (input + 5 stages) per model or ensemble member
+        rows = 2 if kind == "ensemble" else 1
+        assert_rgb(explain.layer_overlay(classifier, image), (6 * 166 - 6, rows * 198 - 6))
+    else:
+        assert_rgb(explain.layer_overlay(classifier, image, stages_of(classifier, member)[-2:]), (3 * 166 - 6, 192))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LIME
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lime_overlay_and_info(classifiers, image, kind):
+    classifier = classifiers[kind]
+    calls = []
+    overlay, info = explain.lime_explanation(classifier, image, num_samples=20, num_features=5,
+                                             progress=lambda fraction, desc: calls.append((fraction, desc)))
+    assert_rgb(overlay, image.size)
+    assert info["samples"] == 20 and 20 <= info["segments"] <= 60
+    assert info["model_input"] == ([48, 48] if kind == "tuned-cnn" else [64, 64])
+    assert 0 < info["seconds"] < 60 and len(info["weights"]) == 5
+    assert all(np.isfinite(w) for w in info["weights"].values())
+    # LIME's unperturbed sample is exactly what the pipeline scores
+    assert info["fake_probability"] == pytest.approx(pipeline_fake_probability(classifier, [image])[0], abs=1e-4)
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert any("20/20 perturbed images" in desc for _, desc in calls)
+
+
+def test_lime_dims_what_the_model_does_not_see(classifiers, image):
+    """The 200 x 150 upload is centre-cropped to 150 x 150: the 25 px side strips are washed out, not coloured."""
+    classifier = classifiers["xception"]
+    assert explain.seen_box(classifier, image.size) == (25, 0, 175, 150)
+    overlay = np.asarray(explain.lime_explanation(classifier, image, num_samples=20)[0], dtype=np.float32)
+    original = np.asarray(image, dtype=np.float32)
+    np.testing.assert_allclose(overlay[:, :25], 0.4 * original[:, :25] + 120, atol=1)
+    np.testing.assert_allclose(overlay[:, 175:], 0.4 * original[:, 175:] + 120, atol=1)
+
+
+class HalfImageModel(torch.nn.Module):
+    """Says "fake" in proportion to the fine texture of one half of its input and ignores the other half."""
+
+    def __init__(self, side, reference):
+        super().__init__()
+        self.side = side
+        self.reference = reference
+
+    def texture(self, pixel_values):
+        half = pixel_values.shape[-1] // 2
+        part = pixel_values[..., :half] if self.side == "left" else pixel_values[..., half:]
+        return (part[..., 1:] - part[..., :-1]).abs().mean((1, 2, 3))
+
+    def forward(self, pixel_values):
+        fake = 4 * (self.texture(pixel_values) / self.reference - 0.5)
+        return SimpleNamespace(logits=torch.stack([fake, torch.zeros_like(fake)], dim=1))
+
+
+@pytest.mark.parametrize("side", ("left", "right"))
+def test_lime_finds_the_half_the_model_looks_at(classifiers, image, side):
+    processor = classifiers["xception"].image_processor
+    _, pixel_values, _ = explain.model_input(classifiers["xception"], image)
+    model = HalfImageModel(side, reference=1.0)
+    model.reference = float(model.texture(pixel_values))
+    segments, weights, info = explain.lime_attribution(SimpleNamespace(model=model, image_processor=processor), image)
+    attribution = np.abs(np.array([weights[s] for s in range(len(weights))]))[segments]
+    half = segments.shape[1] // 2
+    looked_at = attribution[:, :half] if side == "left" else attribution[:, half:]
+    assert looked_at.sum() / attribution.sum() > 0.8
+    assert info["samples"] == explain.LIME_SAMPLES and info["fake_probability"] > 0.8
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Grad-CAM
+
+
+@pytest.mark.parametrize("kind, member", EXPLAINED)
+def test_grad_cam(classifiers, image, other_image, kind, member):
+    classifier = classifiers[kind]
+    overlay, info = explain.grad_cam(classifier, image, member=member)
+    assert overlay.size == image.size and overlay.mode == "RGB"
+    first, _ = explain.grad_cam_map(classifier, image, member=member)
+    second, _ = explain.grad_cam_map(classifier, other_image, member=member)
+    side = 48 if kind == "tuned-cnn" else 64
+    assert first.shape == second.shape == (side, side)
+    assert np.isfinite(first).all() and first.std() > 0, "constant map"
+    # The tiny untrained xception's last stage barely depends on its input (its P(fake) moves in the 5th
+    # decimal between any two images), so for it the bound sits just above float32 noise.
+    least_change = 1e-5 if "xception" in (kind, member) else 0.1
+    assert np.abs(first - second).max() > least_change * np.abs(first).max(), "the map ignores the image"
+    assert info["fake_probability"] == pytest.approx(pipeline_fake_probability(classifier, [image])[0], abs=1e-4)
+    expected = {None: "all members" if kind == "ensemble" else "model", 0: "tuned-cnn", "xception": "xception"}
+    assert info["member"] == expected[member]
+
+
+def test_grad_cam_ensemble_is_the_sum_of_its_members(classifiers, image):
+    ensemble = classifiers["ensemble"]
+    combined, info = explain.grad_cam_map(ensemble, image)
+    parts = [explain.grad_cam_map(ensemble, image, member=m)[0] for m in ("tuned-cnn", 1)]
+    np.testing.assert_allclose(combined, parts[0] + parts[1], rtol=1e-4, atol=1e-5)
+    assert info["layers"] == ["tuned-cnn · stage 4 (64 ch, 1/32)", "xception · stage 4 (256 ch, 1/32)"]
+
+
+def test_grad_cam_member_errors(classifiers, image):
+    with pytest.raises(ValueError, match="member= applies to the ensemble only"):
+        explain.grad_cam(classifiers["xception"], image, member=0)
+    with pytest.raises(ValueError, match=r"Unknown member 'resnet': choose an index below 2 or one of "
+                                         r"\['tuned-cnn', 'xception'\]"):
+        explain.grad_cam(classifiers["ensemble"], image, member="resnet")
+
+
+def test_grad_cam_inside_inference_mode(classifiers, image):
+    """The app may run its handlers under torch.inference_mode(); Grad-CAM still gets its gradients."""
+    with torch.inference_mode():
+        cam, _ = explain.grad_cam_map(classifiers["tuned-cnn"], image)
+    np.testing.assert_allclose(cam, explain.grad_cam_map(classifiers["tuned-cnn"], image)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_how_to_read_has_two_lines_per_view():
+    assert set(explain.HOW_TO_READ) == {"lime", "grad_cam", "feature_maps"}
+    assert all(len(text.splitlines()) == 2 for text in explain.HOW_TO_READ.values())
