@@ -1,0 +1,200 @@
+"""How fast is the app on this machine? Cold start, per-feature latency on CPU, and a short load test.
+
+    python bench/bench_app.py                                  # writes bench/out/app.json
+    python bench/bench_app.py --shipped-architectures --clients 20 --seconds 30 --repeats 20
+
+1. Cold start: `python app.py --model ...` in a fresh process (offline) until its first /detect answer.
+2. Latency, in this process on the plain functions: p50 / p95 of detect, compare, LIME (default samples) and
+   Grad-CAM on the default model, for one example photo.
+3. Load: `--clients` gradio_client clients, each in its own thread, call /detect back to back for `--seconds`
+   against the app of step 1 (127.0.0.1 only): requests done, errors (should be 0), p50 / p95.
+
+Uses the trained models in models/ when there are any, else tiny random ones (then the figures show the app's
+own overhead, not the real models' speed) or, with --shipped-architectures, untrained models of the shipped
+sizes. Say what machine the figures come from.
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MODEL_NAMES = ("tuned-cnn", "xception", "ensemble")
+PHOTO = ROOT / "examples" / "real-ffhq.jpg"
+
+
+def find_models(folder, shipped_architectures=False):
+    """{name: folder} of the trained models in `folder`; when there are none, untrained stand-ins: tiny ones, or
+    with `shipped_architectures` the shipped architectures and input sizes (real timings, meaningless verdicts)."""
+    found = {n: str(Path(folder) / n) for n in MODEL_NAMES if (Path(folder) / n / "config.json").is_file()}
+    if found:
+        return found, f"trained ({folder})"
+    work = tempfile.mkdtemp(prefix="bench-app-models-")
+    if shipped_architectures:
+        return untrained_shipped(work), "untrained, shipped architectures (tuned-cnn 128 px, xception width 0.5 128 px)"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import make_tiny_models
+
+    return make_tiny_models(work), "tiny random (no trained model in models/)"
+
+
+def untrained_shipped(root):
+    """Random-weight models with the architectures the Space ships (train/models.py; xception at width 0.5 and
+    128 px, as trained on 2 CPU cores), saved like a training run, with metrics.json thresholds 0.6 / 0.4."""
+    from hub.layout import save_model
+    from train.models import create_ensemble, create_model
+
+    folders = {}
+    for name, kwargs in (("tuned-cnn", {}), ("xception", {"width": 0.5, "image_size": 128})):
+        folders[name] = save_model(create_model(name, **kwargs).eval(), os.path.join(root, name))
+    folders["ensemble"] = save_model(create_ensemble([folders["tuned-cnn"], folders["xception"]]).eval(),
+                                     os.path.join(root, "ensemble"))
+    for name, folder in folders.items():
+        with open(os.path.join(folder, "metrics.json"), "w") as f:
+            json.dump({"model": name, "thresholds": {"fake": 0.6, "real": 0.4}}, f)
+    return folders
+
+
+def percentiles(milliseconds):
+    values = np.asarray(milliseconds, dtype=float)
+    return {"n": len(values), "p50_ms": round(float(np.percentile(values, 50)), 1),
+            "p95_ms": round(float(np.percentile(values, 95)), 1)}
+
+
+def timed(function, repeats, warmup=1):
+    for _ in range(warmup):
+        function()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        timings.append((time.perf_counter() - start) * 1000)
+    return percentiles(timings)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(models, port):
+    """`python app.py` on the models, offline; returns (process, seconds to the first /detect answer, client)."""
+    from gradio_client import Client, handle_file
+
+    command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    for name, folder in models.items():
+        command += ["--model", f"{name}={folder}"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    log = open(tempfile.mktemp(prefix="bench-app-", suffix=".log"), "w")
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"the app exited with {process.returncode}: see {log.name}")
+        try:
+            client = Client(url, verbose=False)
+            break
+        except Exception:  # not listening yet
+            if time.perf_counter() - start > 300:
+                process.terminate()
+                raise SystemExit(f"the app did not answer within 300 s: see {log.name}")
+            time.sleep(0.25)
+    up = time.perf_counter() - start
+    client.predict(handle_file(str(PHOTO)), next(iter(models)), 0.6, 0.4, api_name="/detect")
+    return process, {"server_up_s": round(up, 2), "first_prediction_s": round(time.perf_counter() - start, 2)}, url
+
+
+def latency(models, repeats):
+    """p50 / p95 of each feature's plain function, in this process (no HTTP)."""
+    import app
+
+    detectors = app.load_detectors(models)
+    name = app.default_model(detectors)
+    photo, fewer = str(PHOTO), max(3, repeats // 4)
+    result = {f"detect ({n})": timed(lambda n=n: app.detect(detectors, photo, n, 0.6, 0.4), repeats) for n in detectors}
+    result["compare (all models)"] = timed(lambda: app.compare(detectors, photo), max(3, repeats // 2))
+    result[f"LIME ({app.LIME_SAMPLES[2]} samples, {name})"] = timed(
+        lambda: app.explain_lime(detectors, photo, name, app.LIME_SAMPLES[2], progress=None), fewer)
+    result[f"Grad-CAM ({name})"] = timed(lambda: app.explain_gradcam(detectors, photo, name), max(3, repeats // 2))
+    layer = app.layer_choices(detectors, name).value
+    result[f"inside the model ({name}, {layer})"] = timed(lambda: app.inside_model(detectors, photo, name, layer),
+                                                          max(3, repeats // 2))
+    return name, result
+
+
+def load_test(url, model, clients, seconds):
+    """`clients` threads, one gradio_client each, calling /detect until `seconds` have passed."""
+    from gradio_client import Client, handle_file
+
+    timings, errors, lock = [], [], threading.Lock()
+    ready = threading.Barrier(clients + 1)
+
+    def worker():
+        client = Client(url, verbose=False)
+        ready.wait()
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                client.predict(handle_file(str(PHOTO)), model, 0.6, 0.4, api_name="/detect")
+                with lock:
+                    timings.append((time.perf_counter() - start) * 1000)
+            except Exception as e:  # counted and reported: the figure we want is how many
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+
+    deadline = float("inf")  # set once every client has connected
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    deadline = time.perf_counter() + seconds
+    for thread in threads:
+        thread.join(timeout=seconds + 600)
+    return {"clients": clients, "seconds": seconds, "requests_done": len(timings), "errors": len(errors),
+            "first_errors": errors[:3], "requests_per_s": round(len(timings) / seconds, 2),
+            **percentiles(timings or [0])}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=str(ROOT / "models"),
+                        help="Folder holding tuned-cnn/, xception/, ensemble/")
+    parser.add_argument("--repeats", type=int, default=20, help="Timed calls of detect (fewer for the slower ones)")
+    parser.add_argument("--clients", type=int, default=20, help="Concurrent gradio_client clients in the load test")
+    parser.add_argument("--seconds", type=float, default=30, help="Length of the load test")
+    parser.add_argument("--shipped-architectures", action="store_true",
+                        help="With no trained models: time untrained models of the shipped sizes, not tiny ones")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "out" / "app.json"))
+    args = parser.parse_args(argv)
+
+    models, which = find_models(args.models, args.shipped_architectures)
+    result = {"models": which, "cpu_cores": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    process, result["cold_start"], url = start_server(models, free_port())
+    try:
+        name, result["latency"] = latency(models, args.repeats)
+        result["latency_model"] = name
+        result["load"] = load_test(url, name, args.clients, args.seconds)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

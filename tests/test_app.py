@@ -1,0 +1,464 @@
+"""The app: face detection, the plain functions on tiny models, the exact message of every bad input, and every
+API endpoint of the launched app through gradio_client.
+
+    python -m pytest tests/test_app.py
+"""
+
+import csv
+import os
+import re
+import socket
+import struct
+import zlib
+from pathlib import Path
+
+import av
+import gradio as gr
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from faces import MAX_SIDE, Face, crop_box, crop_face, detect_faces
+from helpers import make_tiny_models
+from train.evaluate import verdict
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+TWO_FACES, ONE_FACE, NO_FACE = (os.path.join(EXAMPLES, name) for name in
+                                ("two-faces.jpg", "real-ffhq.jpg", "no-face-landscape.jpg"))
+THRESHOLDS = {"fake": 0.6, "real": 0.4}  # what tests/helpers.py writes into every tiny model's metrics.json
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs, made in a temporary folder
+
+
+def png_header_only(width, height):
+    """A PNG that declares width x height but holds one row: a decompression bomb as far as the header says."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (1 + 3 * width)))
+            + chunk(b"IEND", b""))
+
+
+def write_clip(path, frames, fps):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+def make_inputs(folder):
+    """Every odd input the app must handle, by name -> path."""
+    face = Image.open(ONE_FACE).convert("RGB")
+    paths = {name: str(folder / name) for name in (
+        "notes.txt", "empty.jpg", "truncated.jpg", "tiny.png", "bomb.png", "cmyk.jpg", "16bit.png", "rgba.png",
+        "palette.png", "animated.gif", "rotated.jpg", "clip.mp4", "long.mp4", "many-frames.mp4", "broken.mp4",
+        "truncated.mp4", "empty.mp4", "big.mp4")}
+    with open(paths["notes.txt"], "w") as f:
+        f.write("this is not an image\n")
+    open(paths["empty.jpg"], "wb").close()
+    raw = open(ONE_FACE, "rb").read()
+    with open(paths["truncated.jpg"], "wb") as f:
+        f.write(raw[: len(raw) // 2])
+    face.resize((20, 16)).save(paths["tiny.png"])
+    with open(paths["bomb.png"], "wb") as f:
+        f.write(png_header_only(12000, 10000))
+    face.convert("CMYK").save(paths["cmyk.jpg"])
+    Image.fromarray(np.asarray(face.convert("L")).astype(np.uint16) * 257).save(paths["16bit.png"])
+    rgba = face.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(paths["rgba.png"])
+    face.convert("P", palette=Image.ADAPTIVE).save(paths["palette.png"])
+    face.save(paths["animated.gif"], save_all=True, append_images=[Image.new("RGB", face.size)], duration=100)
+    # Upright it is 200 wide and 300 tall; stored turned a quarter left, with EXIF orientation 6 ("turn right").
+    upright = Image.new("RGB", (200, 300), (200, 200, 190))
+    upright.paste(face.resize((180, 180)), (10, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.rotate(90, expand=True).save(paths["rotated.jpg"], exif=exif)
+
+    two = Image.open(TWO_FACES).convert("RGB").resize((240, 130))
+    write_clip(paths["clip.mp4"], [two.rotate(i % 4) for i in range(30)], fps=10)  # 3 s
+    grey = Image.new("RGB", (32, 32), (128, 128, 128))
+    write_clip(paths["long.mp4"], [grey] * 62, fps=1)  # 62 s
+    write_clip(paths["many-frames.mp4"], [grey] * 3700, fps=100)  # 37 s
+    with open(paths["broken.mp4"], "wb") as f:
+        f.write(np.random.RandomState(0).bytes(5000))
+    clip = open(paths["clip.mp4"], "rb").read()
+    with open(paths["truncated.mp4"], "wb") as f:
+        f.write(clip[: len(clip) // 2])
+    open(paths["empty.mp4"], "wb").close()
+    with open(paths["big.mp4"], "wb") as f:
+        f.truncate(51_000_000)  # sparse: 51 MB on paper, nothing on disk
+    return paths
+
+
+BAD_IMAGES = {  # input -> the whole message, as a regular expression
+    "notes.txt": re.escape("notes.txt is not an image PIL can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF."),
+    "empty.jpg": re.escape("empty.jpg is empty (0 bytes): upload an image file such as JPEG or PNG."),
+    "truncated.jpg": (r"truncated\.jpg is corrupt or truncated \(image file is truncated \(\d+ bytes not "
+                      r"processed\)\): re-export or re-download it\."),
+    "tiny.png": re.escape("The image is only 20x16 pixels: upload one at least 32 pixels on each side."),
+    "bomb.png": re.escape("bomb.png is 12000x10000 (120 megapixels), over the 100-megapixel limit: downscale it "
+                          "before uploading."),
+}
+ODD_IMAGES = ["cmyk.jpg", "16bit.png", "rgba.png", "palette.png", "animated.gif", "rotated.jpg"]
+BAD_VIDEOS = {
+    "long.mp4": "long.mp4 is 62 s long, over the 60-second limit: trim it.",
+    "many-frames.mp4": "many-frames.mp4 has 3700 frames, over the 3600-frame limit: trim it or lower its frame rate.",
+    "broken.mp4": "broken.mp4 is not a video that can be read, or it is corrupt: upload an MP4, WebM, MOV or AVI clip.",
+    "truncated.mp4": "truncated.mp4 is not a video that can be read, or it is corrupt: upload an MP4, WebM, MOV or "
+                     "AVI clip.",
+    "empty.mp4": "empty.mp4 is empty (0 bytes): upload a video file such as MP4 or WebM.",
+    "big.mp4": "big.mp4 is 51 MB, over the 50 MB limit: trim or compress the clip.",
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    return make_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="module")
+def detectors(tiny_models):
+    return app.load_detectors(tiny_models)
+
+
+def error_message(function, *args, **kwargs):
+    """The message of the gr.Error that function(*args, **kwargs) raises (str(gr.Error) is its repr)."""
+    with pytest.raises(gr.Error) as error:
+        function(*args, **kwargs)
+    return error.value.message
+
+
+def p_fake_of_main_face(detectors, name, path):
+    img = Image.open(path).convert("RGB")
+    return float(app.score(detectors[name], [crop_face(img, detect_faces(img)[0].box)])[0][0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Faces
+
+
+def test_detect_faces_finds_each_face_largest_first():
+    img = Image.open(TWO_FACES).convert("RGB")
+    faces = detect_faces(img)
+    assert len(faces) == 2 and not any(f.whole_image for f in faces)
+    areas = [(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in (f.box for f in faces)]
+    assert areas == sorted(areas, reverse=True)
+    for face in faces:
+        x0, y0, x1, y1 = face.box
+        assert 0 <= x0 < x1 <= img.width and 0 <= y0 < y1 <= img.height and face.confidence >= 0.9
+    assert faces[0].box[0] > img.width / 2 > faces[1].box[2]  # one face on each half of the picture
+
+
+@pytest.mark.parametrize("size", [(320, 240), (20, 20)])
+def test_detect_faces_falls_back_to_the_whole_image(size):
+    img = Image.open(NO_FACE).convert("RGB").resize(size)
+    assert detect_faces(img) == [Face((0, 0, *size), 0.0, whole_image=True)]
+
+
+def test_large_images_are_downscaled_for_detection_and_boxes_mapped_back():
+    img = Image.open(ONE_FACE).convert("RGB")
+    large = img.resize((2560, 2560), Image.BICUBIC)
+    assert max(large.size) > MAX_SIDE
+    (small_face,), (large_face,) = detect_faces(img), detect_faces(large)
+    np.testing.assert_allclose(np.array(large_face.box) / 10, small_face.box, atol=0.04 * 256)
+
+
+def test_crop_box_is_a_square_with_margin_kept_inside_the_image():
+    x0, y0, x1, y1 = crop_box((1000, 1000), (400, 400, 500, 500), margin=0.3)
+    assert (x0, y0, x1, y1) == (370, 370, 530, 530)  # 100 px box, 30 px margin each side
+    assert crop_box((1000, 1000), (0, 0, 100, 100)) == (0, 0, 160, 160)  # shifted inwards at the corner
+    assert crop_box((300, 200), (0, 0, 300, 200)) == (0, 0, 300, 200)  # larger than the image: all of it
+    assert crop_face(Image.new("RGB", (1000, 1000)), (400, 400, 500, 500)).size == (160, 160)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plain functions
+
+
+def test_detect_outputs(detectors):
+    annotated, summary, table = app.detect(detectors, TWO_FACES, "xception", 0.6, 0.4)
+    assert isinstance(annotated, Image.Image) and annotated.size == Image.open(TWO_FACES).size
+    assert list(table.columns) == ["face", "box (x0, y0, x1, y1)", "face confidence", "P(fake)", "verdict"]
+    assert table["face"].tolist() == ["1", "2"]
+    assert ((table["P(fake)"] >= 0) & (table["P(fake)"] <= 1)).all()
+    assert table["verdict"].tolist() == [verdict(p, THRESHOLDS) for p in table["P(fake)"]]
+    assert summary.startswith("2 faces: ") and "Model **xception**" in summary and " ms" in summary
+
+
+def test_probabilities_differ_between_models(detectors):
+    p = {name: p_fake_of_main_face(detectors, name, ONE_FACE) for name in detectors}
+    assert len({round(v, 4) for v in p.values()}) == 3, p  # the tiny models are random, not constant
+
+
+@pytest.mark.parametrize("offsets, expected", [((0.0, -0.2), "fake"), ((0.2, 0.0), "real"), ((0.1, -0.1), "uncertain")])
+def test_verdict_follows_the_thresholds(detectors, offsets, expected):
+    p = p_fake_of_main_face(detectors, "tuned-cnn", ONE_FACE)
+    fake_t, real_t = np.clip(p + offsets[0], 0, 1), np.clip(p + offsets[1], 0, 1)
+    _, summary, table = app.detect(detectors, ONE_FACE, "tuned-cnn", fake_t, real_t)
+    assert table["verdict"].tolist() == [expected]
+    assert summary.startswith(f"1 face: **{expected.upper()}** (P(fake) = {p:.2f})")
+
+
+def test_thresholds_in_the_wrong_order_are_refused(detectors):
+    assert error_message(app.detect, detectors, ONE_FACE, "tuned-cnn", 0.3, 0.7) == (
+        "The thresholds must satisfy 0 ≤ real (0.70) ≤ fake (0.30) ≤ 1: move the sliders so the fake threshold is "
+        "not below the real one.")
+
+
+def test_unknown_model_is_refused(detectors):
+    assert (error_message(app.detect, detectors, ONE_FACE, "resnet", 0.6, 0.4)
+            == "Unknown model 'resnet': choose one of tuned-cnn, xception, ensemble.")
+
+
+def test_no_face_is_said_and_the_whole_image_scored(detectors):
+    _, summary, table = app.detect(detectors, NO_FACE, "xception", 0.6, 0.4)
+    assert summary.startswith("No face found: the whole image was scored")
+    assert table["face"].tolist() == ["whole image"] and table["box (x0, y0, x1, y1)"].tolist() == ["(0, 0, 320, 240)"]
+
+
+def test_draw_faces_colours_each_box_by_its_verdict():
+    img = Image.new("RGB", (400, 200), (255, 255, 255))
+    faces = [Face((20, 60, 120, 180), 0.99), Face((250, 60, 350, 180), 0.98)]
+    out = np.asarray(app.draw_faces(img, faces, [0.9, 0.1], ["fake", "real"]))
+    assert tuple(out[150, 21]) == app.COLOURS["fake"]  # left edge of box 1, below its label
+    assert tuple(out[150, 251]) == app.COLOURS["real"]
+    assert tuple(out[150, 200]) == (255, 255, 255)  # between the boxes nothing is drawn
+
+
+def test_compare_runs_every_model_and_says_whether_they_agree(detectors):
+    summary, plot, table = app.compare(detectors, ONE_FACE)
+    assert table["model"].tolist() == ["tuned-cnn", "xception", "ensemble"]
+    assert list(plot.columns) == ["model", "p_fake", "verdict"]
+    for _, row in table.iterrows():
+        assert row["verdict"] == verdict(row["p_fake"], THRESHOLDS) and row["latency_ms"] > 0
+        assert row["p_fake"] == round(p_fake_of_main_face(detectors, row["model"], ONE_FACE), 4)
+    verdicts = table["verdict"].tolist()
+    agree = len(set(verdicts)) == 1
+    assert summary.startswith(f"All 3 models agree: **{verdicts[0]}**." if agree else "The models **disagree**: ")
+
+
+def test_batch_table_and_csv(detectors, inputs):
+    summary, table, csv_path = app.batch(detectors, [ONE_FACE, inputs["notes.txt"], NO_FACE], "tuned-cnn")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["file", "faces", "p_fake", "verdict", "model", "error"]
+    assert [r["file"] for r in rows] == ["real-ffhq.jpg", "notes.txt", "no-face-landscape.jpg"]
+    assert [r["faces"] for r in rows] == ["1", "0", "0"]
+    assert float(rows[0]["p_fake"]) == round(p_fake_of_main_face(detectors, "tuned-cnn", ONE_FACE), 4)
+    assert rows[0]["verdict"] == verdict(float(rows[0]["p_fake"]), THRESHOLDS) and rows[0]["error"] == ""
+    assert rows[1] == {"file": "notes.txt", "faces": "0", "p_fake": "", "verdict": "", "model": "tuned-cnn",
+                       "error": "notes.txt is not an image PIL can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF."}
+    assert table["file"].tolist() == [r["file"] for r in rows]
+    assert summary.startswith("3 files with **tuned-cnn**: ") and summary.endswith(
+        "; 1 could not be read (see the error column).")
+
+
+def test_batch_without_files_is_refused(detectors):
+    assert error_message(app.batch, detectors, [], "tuned-cnn") == "No files: upload one or more images."
+
+
+def test_video_scores_sampled_frames_and_averages_the_most_suspicious(detectors, inputs):
+    summary, plot, table, gallery = app.video(detectors, inputs["clip.mp4"], "xception", frames=8, top_k=3)
+    assert len(table) == 8 and list(plot.columns) == ["time_s", "p_fake"]
+    times = table["time_s"].tolist()
+    assert times == sorted(times) and 0 <= times[0] < times[-1] < 3  # spread over the 3-second clip
+    assert (table["faces"] == 2).all()  # both faces in every frame
+    top3 = np.sort(table["p_fake"].to_numpy())[-3:].mean()
+    clip_p = float(re.search(r"P\(fake\) = ([0-9.]+)", summary).group(1))
+    assert clip_p == pytest.approx(top3, abs=0.006) and "mean P(fake) of the 3 most suspicious of 8" in summary
+    assert len(gallery) == 3 and all(isinstance(image, Image.Image) for image, _ in gallery)
+
+
+def test_model_cards_name_source_licence_and_limitations(detectors):
+    cards = app.model_cards(detectors)
+    for name in detectors:
+        assert f"## {name}" in cards
+    assert "non-commercial" in cards and cards.count("local folder") == 3 and cards.count("### Limitations") == 3
+    assert "diffusion models" in cards  # from the card's limitations
+
+
+def test_model_cards_say_where_hub_pull_found_each_model(tiny_models):
+    from hub.pull import ResolvedModel
+
+    resolved = {"xception": ResolvedModel("xception", Path(tiny_models["xception"]), "embedded")}
+    detectors = app.load_detectors(resolved, repo_ids={"xception": "someone/deepfake-xception"})
+    cards = app.model_cards(detectors)
+    assert f"| Loaded from | embedded (`{tiny_models['xception']}`) |" in cards
+    assert "| Hub | [someone/deepfake-xception](https://huggingface.co/someone/deepfake-xception) |" in cards
+
+
+def test_explanations(detectors):
+    overlay, info = app.explain_lime(detectors, ONE_FACE, "tuned-cnn", num_samples=50)
+    assert isinstance(overlay, Image.Image) and info.startswith("Explaining the face.")
+    maps, info = app.explain_gradcam(detectors, ONE_FACE, "ensemble")  # all members, then each member
+    assert [caption.split(": ")[1] for _, caption in maps] == ["all members", "tuned-cnn", "xception"], maps
+    assert all(isinstance(image, Image.Image) for image, _ in maps) and info.count("Explaining the face.") == 3
+    maps, _ = app.explain_gradcam(detectors, ONE_FACE, "xception")
+    assert [caption for _, caption in maps] == ["xception"]
+    layers = app.layer_choices(detectors, "xception")
+    assert layers.value in [value for _, value in layers.choices] and len(layers.choices) >= 3
+    feature_maps, overlay = app.inside_model(detectors, ONE_FACE, "xception", layers.value)
+    assert isinstance(feature_maps, Image.Image) and isinstance(overlay, Image.Image)
+
+
+def test_lime_samples_out_of_range_are_refused(detectors):
+    assert (error_message(app.explain_lime, detectors, ONE_FACE, "tuned-cnn", num_samples=5000)
+            == "The number of LIME samples must be between 20 and 1000 (got 5000).")
+
+
+# ---- bad and odd input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BAD_IMAGES)
+def test_bad_images_get_one_clear_sentence(detectors, inputs, name):
+    message = error_message(app.detect, detectors, inputs[name], "tuned-cnn", 0.6, 0.4)
+    assert re.fullmatch(BAD_IMAGES[name], message), message
+
+
+def test_no_image_gets_one_clear_sentence(detectors):
+    assert (error_message(app.detect, detectors, None, "tuned-cnn", 0.6, 0.4)
+            == "No image: upload, paste or take a photo (or click an example) first.")
+
+
+@pytest.mark.parametrize("name", ODD_IMAGES)
+def test_odd_images_work(detectors, inputs, name):
+    annotated, summary, table = app.detect(detectors, inputs[name], "xception", 0.6, 0.4)
+    assert table["face"].tolist() == ["1"], summary  # the face is found: decoded right, first frame, upright
+    if name == "rotated.jpg":
+        assert annotated.size == (200, 300)
+
+
+@pytest.mark.parametrize("name", BAD_VIDEOS)
+def test_bad_videos_get_one_clear_sentence(detectors, inputs, name):
+    assert error_message(app.video, detectors, inputs[name], "tuned-cnn", frames=8, top_k=3) == BAD_VIDEOS[name]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The launched app, through gradio_client
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_models, tmp_path_factory):
+    demo = app.build_demo(tiny_models).queue(**app.QUEUE_OPTIONS)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                            **app.LAUNCH_OPTIONS)
+    yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    demo.close()
+
+
+def check_detect(client, inputs):
+    image, summary, table = client.predict(handle_file(TWO_FACES), "xception", 0.6, 0.4, api_name="/detect")
+    assert summary.startswith("2 faces: ") and len(table["data"]) == 2
+    assert Image.open(image).size == Image.open(TWO_FACES).size
+
+
+def check_thresholds(client, inputs):
+    assert client.predict("ensemble", api_name="/thresholds") == (0.6, 0.4)
+
+
+def check_compare(client, inputs):
+    summary, plot, table = client.predict(handle_file(ONE_FACE), api_name="/compare")
+    assert [row[0] for row in table["data"]] == ["tuned-cnn", "xception", "ensemble"]
+    assert summary.startswith(("All 3 models agree", "The models **disagree**"))
+
+
+def check_explain_lime(client, inputs):
+    overlay, info = client.predict(handle_file(ONE_FACE), "tuned-cnn", 50, api_name="/explain_lime")
+    assert info.startswith("Explaining the face.") and Image.open(overlay).size[0] > 0
+
+
+def check_explain_gradcam(client, inputs):
+    maps, _ = client.predict(handle_file(ONE_FACE), "ensemble", api_name="/explain_gradcam")
+    assert len(maps) == 3 and all(Image.open(item["image"]).size[0] > 0 for item in maps)
+
+
+def check_layers(client, inputs):
+    update = client.predict("xception", api_name="/layers")
+    assert update["value"] in [value for _, value in update["choices"]]
+
+
+def check_inside_model(client, inputs):
+    layer = client.predict("xception", api_name="/layers")["value"]
+    maps, overlay = client.predict(handle_file(ONE_FACE), "xception", layer, api_name="/inside_model")
+    assert Image.open(maps).size[0] > 0 and Image.open(overlay).size[0] > 0
+
+
+def check_video(client, inputs):
+    summary, plot, table, gallery = client.predict(handle_file(inputs["clip.mp4"]), "tuned-cnn", 4, 2,
+                                                   api_name="/video")
+    assert summary.startswith("Clip: **") and len(table["data"]) == 4 and len(gallery) == 2
+
+
+def check_batch(client, inputs):
+    summary, table, csv_path = client.predict([handle_file(ONE_FACE), handle_file(NO_FACE)], "tuned-cnn",
+                                              api_name="/batch")
+    assert summary.startswith("2 files with **tuned-cnn**") and len(table["data"]) == 2
+    with open(csv_path) as f:
+        assert f.readline().strip() == "file,faces,p_fake,verdict,model,error"
+
+
+def check_model_cards(client, inputs):
+    cards = client.predict(api_name="/model_cards")
+    assert all(f"## {name}" in cards for name in ("tuned-cnn", "xception", "ensemble"))
+
+
+ENDPOINTS = {f"/{check.__name__[len('check_'):]}": check for check in (
+    check_detect, check_thresholds, check_compare, check_explain_lime, check_explain_gradcam, check_layers,
+    check_inside_model, check_video, check_batch, check_model_cards)}
+
+
+def test_every_api_name_is_tested(client):
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == set(ENDPOINTS)
+
+
+@pytest.mark.parametrize("api_name", ENDPOINTS)
+def test_endpoint(client, inputs, api_name):
+    ENDPOINTS[api_name](client, inputs)
+
+
+@pytest.mark.parametrize("name", BAD_IMAGES)
+def test_bad_images_through_the_api_get_the_same_sentence(client, inputs, name):
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(inputs[name]), "tuned-cnn", 0.6, 0.4, api_name="/detect")
+    assert re.fullmatch(BAD_IMAGES[name], error.value.message), error.value.message
+
+
+@pytest.mark.parametrize("name", ["long.mp4", "broken.mp4", "empty.mp4"])
+def test_bad_videos_through_the_api_get_the_same_sentence(client, inputs, name):
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(inputs[name]), "tuned-cnn", 8, 3, api_name="/video")
+    assert error.value.message == BAD_VIDEOS[name]
+
+
+def test_odd_images_through_the_api_and_the_app_keeps_serving(client, inputs):
+    for name in ODD_IMAGES:
+        image, summary, table = client.predict(handle_file(inputs[name]), "xception", 0.6, 0.4, api_name="/detect")
+        assert [row[0] for row in table["data"]] == ["1"], (name, summary)
+        if name == "rotated.jpg":
+            assert Image.open(image).size == (200, 300)
+    check_detect(client, inputs)  # after all the errors above, still answering
