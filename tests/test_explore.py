@@ -210,8 +210,7 @@ def bad_inputs(tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("missing", "train.explore: error: {data} does not exist: pass an image folder (real/ and fake/ inside) or a Hub "
                 "dataset id."),
-    ("empty", "train.explore: error: {data} holds no image files: put .jpg/.png files in real/ and fake/ folders "
-              "inside it."),
+    ("empty", "train.explore: error: {data} holds no image files: put .jpg/.png files in real/ and fake/ folders."),
     ("one class", "train.explore: error: The data holds only real images (3): add fake images (a fake/ folder "
                   "beside real/, or another --data), so the classes can be compared."),
 ])

@@ -25,7 +25,6 @@ import datasets
 import imagehash
 import matplotlib
 import numpy as np
-from datasets.data_files import EmptyDatasetError
 from PIL import JpegImagePlugin
 
 from train.config import DataArguments, parse_args
@@ -608,14 +607,8 @@ def _median(entry):
 
 
 def load_checked(sources, image_column, label_column):
-    """`load_sources` one source at a time, so an empty folder is named; and both classes must be there."""
-    parts = []
-    for source in sources:
-        try:
-            parts.append(load_sources([source], image_column=image_column, label_column=label_column))
-        except EmptyDatasetError:  # datasets' own error for a folder without image files
-            raise DataError(f"{source} holds no image files: put .jpg/.png files in real/ and fake/ folders inside it.")
-    data = datasets.concatenate_datasets(parts)
+    """`load_sources` (which names an empty folder itself); and both classes must be there."""
+    data = load_sources(sources, image_column=image_column, label_column=label_column)
     counts = class_counts(data)
     if min(counts.values()) == 0:
         only, missing = ("fake", "real") if counts["fake"] else ("real", "fake")
