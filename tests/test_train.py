@@ -209,12 +209,24 @@ def test_temperature_scaling_recovers_a_known_temperature():
 def test_thresholds_and_verdicts():
     labels = np.array([0] * 50 + [1] * 50)
     p_fake = np.concatenate([np.linspace(0.55, 1.0, 50), np.linspace(0.0, 0.6, 50)])
-    t = ev.choose_thresholds(labels, p_fake)
-    assert 0.5 <= t["real"] < t["fake"] <= 0.99 or t["real"] <= 0.5 <= t["fake"]
+    t = ev.choose_thresholds(labels, p_fake, target_precision=0.95)
+    # Each threshold is the loosest on the 0.01 grid whose verdicts are >= 95 % right.
     chosen = p_fake >= t["fake"]
-    assert (labels[chosen] == 0).mean() >= 0.95
-    assert ev.verdict(0.99, t) == "fake" and ev.verdict(0.01, t) == "real"
-    assert ev.verdict((t["fake"] + t["real"]) / 2, t) == "uncertain" or t["fake"] - t["real"] <= 0.01
+    assert (labels[chosen] == 0).mean() >= 0.95 and (labels[p_fake >= t["fake"] - 0.01] == 0).mean() < 0.95
+    assert t["validation_precision"]["fake"] == (labels[chosen] == 0).mean()
+    # Every P(fake) <= 0.5 is a real image: the loosest real threshold allowed (0.5) is right 100 % of the time.
+    assert t["real"] == 0.5 and t["validation_precision"]["real"] == 1.0
+    assert ev.verdict(0.99, t) == "fake" and ev.verdict(0.01, t) == "real" and ev.verdict((t["fake"] + t["real"]) / 2, t) == "uncertain"
+
+
+def test_a_weak_model_still_gets_verdicts_at_its_best_precision():
+    rng = np.random.RandomState(0)
+    p_fake = rng.rand(400)
+    labels = (rng.rand(400) >= 0.5 + 0.3 * (p_fake - 0.5)).astype(int)  # P(fake) hardly informative: never 99 % sure
+    t = ev.choose_thresholds(labels, p_fake, target_precision=0.99)
+    assert 0.5 < t["fake"] < 0.99 and 0.01 < t["real"] < 0.5
+    assert (p_fake >= t["fake"]).sum() >= 10 and (p_fake <= t["real"]).sum() >= 10  # >= 5 % of each class
+    assert t["validation_precision"]["fake"] == (labels[p_fake >= t["fake"]] == 0).mean() < 0.99
 
 
 @pytest.mark.slow
