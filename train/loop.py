@@ -307,7 +307,8 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     write_json(os.path.join(work, "metrics.json"), metrics)
     write_json(os.path.join(work, "scrub_report.json"), scrub_report)
     write_json(os.path.join(work, "splits.json"), {
-        "counts": counts, "files": {name: [image.get("path") for image in rows["image"]] for name, rows in splits.items()}})
+        "counts": counts, "files": {name: [_relative(image.get("path")) for image in rows["image"]]
+                                    for name, rows in splits.items()}})
     write_history(os.path.join(work, "history.csv"), state["history"])
     write_predictions(os.path.join(work, "test_predictions.csv"), splits["test"], test_index, test_labels, p_test)
     with open(os.path.join(work, "report.md"), "w") as f:
@@ -344,7 +345,12 @@ def write_predictions(path, rows, index, labels, fake_probability):
         writer.writerow(["file", "source", "label", "fake_probability"])
         for i, label, p in zip(index, labels, fake_probability):
             row = rows[int(i)]
-            writer.writerow([row["image"].get("path") or "", row["source"], ID2LABEL[int(label)], f"{p:.8f}"])
+            writer.writerow([_relative(row["image"].get("path")) or "", row["source"], ID2LABEL[int(label)], f"{p:.8f}"])
+
+
+def _relative(path):
+    """Image paths as the user passed --data (relative to where the run started), not this machine's absolute ones."""
+    return os.path.relpath(path) if path else path
 
 
 def write_history(path, history):
