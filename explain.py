@@ -33,11 +33,12 @@ from train.data import LABEL2ID, load_image, to_rgb
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 
-# LIME defaults, measured with bench/bench_explain.py for the default model (xception41, width 0.5, 128 px) on
-# 2 CPU cores shared with a training job: 50 SLIC superpixels take ~40 ms and LIME's own bookkeeping ~1 ms per
-# sample; each sample is one forward pass, ~16-19 ms of CPU, so 100 samples need ~1.7 s of compute (2.4 s wall at
-# one torch thread with the training job running) — room under the 5 s budget for a busier machine.
-LIME_SAMPLES = 100
+# LIME defaults, measured with bench/bench_explain.py on the shipped models (2 CPU cores, quiet machine):
+# 50 SLIC superpixels take ~40 ms and each sample is one batched forward pass (~9 ms of wall time for the
+# Xception, 128 px). 200 samples: p50 1.7 s / p95 1.9 s for the Xception, 2.0 / 2.0 s for the ensemble, so
+# the default keeps 2.5x headroom under the 5 s budget for a busier machine, and the ridge fit has 4 samples
+# per superpixel (under ~100 samples it has fewer samples than unknowns).
+LIME_SAMPLES = 200
 LIME_SEGMENTS = 50
 LIME_FEATURES = 10  # superpixels coloured in the overlay (the strongest by |weight|)
 LIME_BATCH = 32
@@ -263,7 +264,7 @@ def lime_explanation(classifier, image, *, num_samples=LIME_SAMPLES, num_feature
     """LIME overlay over the upload (RGB, its aspect): red superpixels push toward fake, green toward real.
 
     num_samples trades time for noise: each sample is one forward pass (~17 ms of CPU for the default Xception),
-    so the default 100 takes ~2-2.5 s on 2 CPU cores; fewer is faster but the weights get noisier (the fit's
+    so the default 200 takes ~2 s on 2 CPU cores; fewer is faster but the weights get noisier (the fit's
     R² in info drops, the top superpixels change with `seed`); 300-1000 is steadier but 3-10x slower. With ~50
     superpixels, much under 100 samples leaves LIME's ridge fit with fewer samples than unknowns.
     num_features: how many superpixels (the strongest by |weight|) to colour. `progress(fraction, desc)` is
