@@ -355,10 +355,17 @@ def _reproduce(metrics: dict) -> str:
     return f"## Reproduce\n\nFrom the root of the project's repository:\n\n```bash\n{command}\n```"
 
 
+def _notes(metrics: dict) -> str:
+    """What was tried and what it gave: `notes` in metrics.json, a list of sentences added after training."""
+    notes = [note for note in metrics.get("notes") or [] if isinstance(note, str) and note.strip()]
+    return "## What was tried\n\n" + "\n".join(f"- {note}" for note in notes) if notes else ""
+
+
 def model_card(metrics: dict, *, repo_id: str | None = None) -> str:
     """The README.md of a model repo, built only from a run's metrics.json (see module docstring)."""
     sections = [_summary(metrics, repo_id), _intended_use(), _training_data(metrics), _evaluation(metrics),
-                _limitations(metrics), _how_to_use(metrics, repo_id), _training_details(metrics), _reproduce(metrics)]
+                _limitations(metrics), _how_to_use(metrics, repo_id), _training_details(metrics), _notes(metrics),
+                _reproduce(metrics)]
     body = "\n\n".join(section for section in sections if section)
     return render_front_matter(card_metadata(metrics, repo_id=repo_id)) + "\n" + body + "\n"
 

@@ -156,6 +156,14 @@ def test_card_sections_come_from_the_metrics():
     assert 'timm.create_model("hf-hub:someone/deepfake-xception"' in text
     assert f"```bash\n{METRICS['training']['command']}\n```" in text
     assert "CC BY-NC-SA 4.0" in text and "diffusion" in text
+    assert "## What was tried" not in text  # only when metrics.json carries notes
+
+
+def test_card_lists_what_was_tried():
+    metrics = dict(METRICS, notes=["Mixup: no gain (0.79 vs 0.80).", "", "Native-resolution crops: +0.02 AUC."])
+    text = model_card(metrics)
+    assert "\n## What was tried\n\n- Mixup: no gain (0.79 vs 0.80).\n- Native-resolution crops: +0.02 AUC.\n" in text
+    assert text.index("## What was tried") < text.index("## Reproduce")
 
 
 def test_card_without_optional_keys_leaks_no_none_or_nan():
