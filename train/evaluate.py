@@ -9,7 +9,6 @@ loop calls the metric functions here on its in-memory model.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
