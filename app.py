@@ -588,8 +588,9 @@ def event(function, detectors):
 
 HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probability that a face is fake. At "
                "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
-               "between them **uncertain**. The defaults come from each model's validation set, set so that "
-               "each verdict was right about 95 % of the time there. Faces are found with MTCNN and cropped with "
+               "between them **uncertain**. The defaults come from each model's validation set: each verdict was "
+               "right at least 85 % of the time there, or as often as a weaker model manages (its card says how "
+               "often). Faces are found with MTCNN and cropped with "
                "a margin like the training images; with no face the whole image is scored, less reliably. The models "
                "were trained on StyleGAN faces and Photoshop composites: expect poor scores on other fakes.")
 HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
