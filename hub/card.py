@@ -262,6 +262,10 @@ def _evaluation(metrics: dict) -> str:
         calibration.append(f"temperature scaling, T = {metrics['temperature']:g}")
     if thresholds := {k: v for k, v in (metrics.get("thresholds") or {}).items() if _number(v) is not None}:
         calibration.append("decision thresholds " + ", ".join(f"`{k}`: {v:g}" for k, v in thresholds.items()))
+        reached = {k: v for k, v in ((metrics.get("thresholds") or {}).get("validation_precision") or {}).items()
+                   if _number(v) is not None}
+        if reached:
+            calibration.append("verdicts right on validation: " + ", ".join(f"{k} {v:.0%}" for k, v in reached.items()))
     if calibration:
         parts.append("Calibration: " + "; ".join(calibration) + ".")
     if table := _classification_report(test.get("classification_report") or {}):

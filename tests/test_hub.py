@@ -159,6 +159,12 @@ def test_card_sections_come_from_the_metrics():
     assert "## What was tried" not in text  # only when metrics.json carries notes
 
 
+def test_card_says_how_often_verdicts_were_right():
+    thresholds = {"fake": 0.8, "real": 0.24, "target_precision": 0.85, "validation_precision": {"fake": 0.87, "real": 0.8333}}
+    text = model_card(dict(METRICS, thresholds=thresholds))
+    assert "decision thresholds `fake`: 0.8, `real`: 0.24, `target_precision`: 0.85; verdicts right on validation: fake 87%, real 83%." in text
+
+
 def test_card_lists_what_was_tried():
     metrics = dict(METRICS, notes=["Mixup: no gain (0.79 vs 0.80).", "", "Native-resolution crops: +0.02 AUC."])
     text = model_card(metrics)
