@@ -82,7 +82,3 @@ def _write_json(path, data):
     with open(path, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
-
-
-def is_model_folder(folder):
-    return os.path.isfile(os.path.join(folder, CONFIG)) and os.path.isfile(os.path.join(folder, WEIGHTS))

@@ -14,7 +14,6 @@ the saved preprocessing config are derived from them, never re-typed elsewhere.
   (see hub/modeling_deepfake_ensemble.py for why logits rather than features).
 """
 
-import copy
 from dataclasses import dataclass, field
 
 import timm
@@ -190,7 +189,3 @@ def fold_temperature(model, temperature):
         layer.weight.div_(temperature)
         layer.bias.div_(temperature)
     return model
-
-
-def clone(model):
-    return copy.deepcopy(model)
