@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.helpers import face_like, make_image_folder
@@ -212,3 +213,62 @@ def test_single_class_data_is_a_clear_error(tmp_path):
     kept, _ = scrub(load_sources([str(tmp_path / "all")]))
     with pytest.raises(DataError, match=r"only one class .*add images of both fake and real"):
         split(kept)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training augmentations
+
+
+def _gradient(size=256):
+    """Every pixel distinct, so a crop can be told from a resampled image."""
+    y, x = np.mgrid[:size, :size]
+    return Image.fromarray(np.stack([x, y, (x * 7 + y * 13) % 256], axis=-1).astype(np.uint8))
+
+
+def test_native_crop_keeps_the_images_own_pixels():
+    import random
+
+    from train.data import Augment, augment_image
+
+    img = _gradient(256)
+    config = {"input_size": [3, 128, 128], "crop_pct": 0.5, "interpolation": "bilinear"}
+    plain = Augment(flip=False, crop_scale=1.0, jpeg=0, blur=0, downscale=0)
+    for seed in range(5):
+        out = (augment_image(img, config, plain, random.Random(seed)).numpy() * 255).round().astype(np.uint8)
+        left, top = int(out[0, 0, 0]), int(out[1, 0, 0])  # the gradient's x and y at the crop's corner
+        np.testing.assert_array_equal(out.transpose(1, 2, 0), np.asarray(img.crop((left, top, left + 128, top + 128))))
+    # At crop_pct 1 the whole image is resized to the input: the old behaviour, so shipped runs reproduce.
+    whole = augment_image(img, dict(config, crop_pct=1.0), plain, random.Random(0))
+    expected = np.asarray(img.resize((128, 128), Image.BILINEAR, box=(0, 0, 256, 256)), dtype=np.float32) / 255
+    np.testing.assert_allclose(whole.numpy().transpose(1, 2, 0), expected, atol=1 / 255)
+
+
+def test_self_blend_changes_the_face_and_leaves_the_corners():
+    import random
+
+    from train.data import self_blend
+
+    img = face_like(np.random.RandomState(0), 200, fake=False)
+    changed = 0
+    for seed in range(20):
+        out = np.asarray(self_blend(img, random.Random(seed)), dtype=np.int16)
+        diff = np.abs(out - np.asarray(img, dtype=np.int16)).max(axis=-1)
+        assert diff[:20, :20].max() == 0 and diff[-20:, -20:].max() == 0  # the mask stays on the face
+        changed += diff[60:160, 60:140].max() > 0
+    assert changed >= 18  # a rare draw may alter nothing visible (colour shift 0, no blur, no move)
+
+
+def test_self_blended_fakes_are_extra_rows_drawn_anew_each_epoch(tmp_path):
+    from train.data import Augment, ImageDataset
+
+    kept, _ = scrub(load_sources([make_image_folder(str(tmp_path / "a"), per_class=10)]))
+    config = {"input_size": [3, 32, 32], "crop_pct": 1.0, "interpolation": "bilinear", "mean": [0.5] * 3,
+              "std": [0.5] * 3}
+    dataset = ImageDataset(kept, config, augment=Augment(self_blend=0.5), seed=0)
+    assert len(dataset) == 20 + 5
+    assert [dataset[i][1] for i in range(20, 25)] == [0] * 5  # labelled fake
+    first = [dataset[i][0] for i in range(20, 25)]
+    torch.testing.assert_close(first, [dataset[i][0] for i in range(20, 25)])  # same epoch, same images
+    dataset.set_epoch(1)
+    assert not all(torch.equal(a, dataset[i][0]) for a, i in zip(first, range(20, 25)))
+    assert len(ImageDataset(kept, config, augment=None)) == 20  # evaluation never gets synthetic fakes

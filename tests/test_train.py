@@ -34,9 +34,9 @@ def runs(tmp_path_factory, data):
     """tuned-cnn and xception trained once (2 epochs) for the tests that need trained folders."""
     root = tmp_path_factory.mktemp("runs")
     folders = {}
-    for name in ("tuned-cnn", "xception"):
+    for name, extra in (("tuned-cnn", []), ("xception", ["--crop-pct", "0.75"])):
         folders[name] = str(root / name)
-        argv = ["--data", *data, "--model", name, "--epochs", "2", "--output", folders[name], *TINY]
+        argv = ["--data", *data, "--model", name, "--epochs", "2", "--output", folders[name], *TINY, *extra]
         assert main(argv) == 0
     return folders
 
@@ -84,7 +84,7 @@ def test_ensemble_trains_from_members_and_reloads(runs, data, tmp_path):
 
 
 def test_resume_gives_the_same_result_as_not_stopping(data, tmp_path):
-    common = ["--data", *data, "--model", "tuned-cnn", "--epochs", "3", *TINY]
+    common = ["--data", *data, "--model", "tuned-cnn", "--epochs", "3", "--augment-self-blend", "0.5", *TINY]
     straight = str(tmp_path / "straight")
     assert main([*common, "--output", straight]) == 0
 
@@ -240,3 +240,10 @@ def test_two_cpu_processes_see_every_test_image_once(data, tmp_path):
     assert metrics["test"]["n"] == 8 and "× 2 process(es)" in metrics["training"]["device"]
     rows = list(csv.DictReader(open(os.path.join(output, "test_predictions.csv"))))
     assert len({row["file"] for row in rows}) == 8
+
+
+def test_a_run_on_a_hub_dataset_cannot_be_rescored_from_its_splits(tmp_path):
+    rows = {"file": [None, None], "label": [0, 1], "source": ["user/faces", "user/faces"]}
+    (tmp_path / "splits.json").write_text(json.dumps({"counts": {}, "rows": {"test": rows}}))
+    with pytest.raises(ev.DataError, match=r"trained on a Hub dataset.*--data <the dataset> instead"):
+        ev.test_split_rows(str(tmp_path))

@@ -44,6 +44,9 @@ class DataArguments:
 class ModelArguments:
     model: str = field(default="xception", metadata={"help": f"Which detector: {', '.join(MODEL_NAMES)}"})
     image_size: Optional[int] = field(default=None, metadata={"help": "Input size in pixels (default: the model's)"})
+    crop_pct: Optional[float] = field(default=None, metadata={
+        "help": "Share of the image's short side the model sees (default 1: all of it); under 1 the image is "
+                "resized to image-size / crop-pct and cropped, so 128 px at 0.5 keeps a 256 px face's own pixels"})
     width: float = field(default=1.0, metadata={"help": "Channel width multiplier (1 = the registry's network)"})
     pretrained: bool = field(default=False, metadata={"help": "Start from timm's ImageNet weights (needs the Hub)"})
     members: list = field(default_factory=list, metadata={
@@ -64,6 +67,8 @@ class ModelArguments:
             raise DataError("--members only applies to --model ensemble.")
         if self.combine not in ("logits", "features"):
             raise DataError("--combine takes 'logits' or 'features'.")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise DataError("--crop-pct takes a share of the image between 0 and 1 (1 = the whole image).")
         if self.width <= 0:
             raise DataError("--width must be positive (1 = the registry's network).")
 
@@ -92,6 +97,8 @@ class TrainingArguments:
     augment_jpeg: float = field(default=0.3, metadata={"help": "Probability of a random JPEG re-compression"})
     augment_blur: float = field(default=0.2, metadata={"help": "Probability of a random Gaussian blur"})
     augment_downscale: float = field(default=0.2, metadata={"help": "Probability of a downscale-upscale"})
+    augment_self_blend: float = field(default=0.0, metadata={
+        "help": "Extra training fakes each epoch, as a share of the real images: self-blended reals (0 = none)"})
     save_dtype: str = field(default="float32", metadata={"help": "Weights dtype on disk: float32 or float16"})
 
     def __post_init__(self):
@@ -105,6 +112,8 @@ class TrainingArguments:
             raise DataError("--save-dtype takes float32 or float16.")
         if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise DataError("--epochs, --batch-size and --gradient-accumulation-steps must be at least 1.")
+        if self.augment_self_blend < 0:
+            raise DataError("--augment-self-blend takes a share of the real images, 0 or more (e.g. 0.5).")
         if self.resume and self.overwrite:
             raise DataError("--resume continues a run and --overwrite replaces one: pass only one.")
 

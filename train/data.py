@@ -22,7 +22,7 @@ import datasets
 import imagehash
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
 
 ID2LABEL = {0: "fake", 1: "real"}
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
@@ -400,6 +400,61 @@ class Augment:
     jpeg: float = 0.3  # probability of a random JPEG re-compression, quality 30..95
     blur: float = 0.2  # probability of a Gaussian blur, radius 0.2..1.5
     downscale: float = 0.2  # probability of a downscale to 25..75 % and back
+    self_blend: float = 0.0  # extra fakes per epoch, as a share of the real images: self-blended reals
+
+
+def self_blend(img, rng):
+    """A synthetic fake made from one real face (self-blended images, Shiohara & Yamasaki, CVPR 2022).
+
+    A slightly altered copy of the face (colour, sharpness, a few pixels of scale and shift) is blended back
+    into the face through a soft mask over the face, or over the eyes, nose or mouth alone. What is left to
+    learn is what every face swap and Photoshop composite leaves behind: a blending boundary and mismatched
+    statistics, not the fingerprint of one generator. The masks are placed for centred, upright faces (FFHQ,
+    the CIPLab set, and the app's detected-face crops), so no landmark detector is needed.
+    """
+    w, h = img.size
+    source = img
+    if rng.random() < 0.5:  # colour: brightness, contrast, saturation, per-channel shift
+        from PIL import ImageEnhance
+
+        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            source = enhance(source).enhance(rng.uniform(0.85, 1.15))
+        shift = [rng.randint(-12, 12) for _ in range(3)]
+        source = Image.merge("RGB", [band.point(lambda v, s=s: v + s) for band, s in zip(source.split(), shift)])
+    if rng.random() < 0.5:  # texture: blur or sharpen
+        source = source.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)) if rng.random() < 0.5
+                               else ImageFilter.UnsharpMask(radius=2, percent=rng.randint(50, 150)))
+    if rng.random() < 0.75:  # geometry: rescale by a few percent and shift, as a warped-in face would be
+        scale = rng.uniform(0.94, 1.06)
+        dx, dy = (rng.uniform(-0.03, 0.03) * w, rng.uniform(-0.03, 0.03) * h)
+        source = source.transform((w, h), Image.AFFINE, (1 / scale, 0, dx, 0, 1 / scale, dy), Image.BILINEAR)
+
+    mask = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(mask)
+    cx, cy = w * rng.uniform(0.45, 0.55), h * rng.uniform(0.5, 0.6)
+    region = rng.choice(("face", "face", "eyes", "nose", "mouth"))
+    if region == "face":
+        rx, ry = w * rng.uniform(0.22, 0.32), h * rng.uniform(0.28, 0.38)
+        boxes = [(cx - rx, cy - ry, cx + rx, cy + ry)]
+    elif region == "eyes":
+        y, rx, ry = cy - h * rng.uniform(0.08, 0.14), w * rng.uniform(0.08, 0.12), h * rng.uniform(0.04, 0.07)
+        gap = w * rng.uniform(0.08, 0.12)
+        boxes = [(cx - gap - 2 * rx, y - ry, cx - gap, y + ry), (cx + gap, y - ry, cx + gap + 2 * rx, y + ry)]
+        if rng.random() < 0.5:  # both eyes in one patch
+            boxes = [(boxes[0][0], y - ry, boxes[1][2], y + ry)]
+    elif region == "nose":
+        rx, ry = w * rng.uniform(0.06, 0.1), h * rng.uniform(0.1, 0.15)
+        boxes = [(cx - rx, cy - ry, cx + rx, cy + ry)]
+    else:
+        y, rx, ry = cy + h * rng.uniform(0.12, 0.18), w * rng.uniform(0.1, 0.15), h * rng.uniform(0.05, 0.08)
+        boxes = [(cx - rx, y - ry, cx + rx, y + ry)]
+    for box in boxes:
+        draw.ellipse(box, fill=255)
+    mask = mask.filter(ImageFilter.GaussianBlur(rng.uniform(0.01, 0.06) * w))
+    strength = rng.choice((0.5, 0.75, 1.0, 1.0, 1.0))
+    if strength < 1.0:
+        mask = mask.point(lambda v: round(v * strength))
+    return Image.composite(source, img, mask)
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -407,6 +462,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     Training augmentations draw from a generator seeded by (seed, epoch, index), so an epoch gives the same
     images whatever the worker count, and a resumed run sees exactly what an uninterrupted one would.
+    With `augment.self_blend`, indexes past the rows are extra fakes: self-blended copies of real rows, a
+    different sample of them each epoch.
     """
 
     def __init__(self, rows, data_config, *, augment=None, reencode_quality=None, seed=0, degradation="clean"):
@@ -419,16 +476,23 @@ class ImageDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.eval_transform = eval_transform(data_config)
         self.normalize = self.eval_transform.transforms[-1]
+        self.reals = np.flatnonzero(np.asarray(rows["label"]) == LABEL2ID["real"]) if augment else np.array([])
+        self.extra = round(augment.self_blend * len(self.reals)) if augment else 0
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
     def __len__(self):
-        return len(self.rows)
+        return len(self.rows) + self.extra
 
     def __getitem__(self, index):
         """(pixels, label, index): the index lets evaluation put gathered predictions back in dataset order."""
-        row = self.rows[index]
+        blended = index >= len(self.rows)
+        if blended:
+            chosen = np.random.default_rng([self.seed, self.epoch]).permutation(self.reals)
+            row = dict(self.rows[int(chosen[index - len(self.rows)])], label=LABEL2ID["fake"])
+        else:
+            row = self.rows[index]
         img = load_image(image_bytes(row["image"]))
         if self.reencode_quality:
             img = reencode_jpeg(img, self.reencode_quality)
@@ -436,6 +500,8 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.augment is None:
             return self.eval_transform(img), row["label"], index
         rng = random.Random(f"{self.seed}-{self.epoch}-{index}")
+        if blended:
+            img = self_blend(img, rng)
         return self.normalize(augment_image(img, self.data_config, self.augment, rng)), row["label"], index
 
 
@@ -451,13 +517,18 @@ def augment_image(img, data_config, augment, rng):
         factor = rng.uniform(0.25, 0.75)
         small = img.resize((max(8, round(img.width * factor)), max(8, round(img.height * factor))), Image.BILINEAR)
         img = small.resize(img.size, Image.BILINEAR)
-    area = img.width * img.height * rng.uniform(augment.crop_scale, 1.0)
-    ratio = rng.uniform(0.9, 1.1)
+    # The crop covers the share of the image the model sees at evaluation (crop_pct of each side), shrunk by
+    # up to crop_scale in area; at crop_pct 0.5 and crop_scale 1 a 256 px face is cropped, never resampled.
+    # crop_scale 1 is a pure crop: no zoom and no stretch.
+    area = img.width * img.height * data_config.get("crop_pct", 1.0) ** 2 * rng.uniform(augment.crop_scale, 1.0)
+    ratio = rng.uniform(0.9, 1.1) if augment.crop_scale < 1 else 1.0
     w = min(img.width, round((area * ratio) ** 0.5))
     h = min(img.height, round((area / ratio) ** 0.5))
     left, top = rng.randint(0, img.width - w), rng.randint(0, img.height - h)
     size = data_config["input_size"][-1]
-    img = img.resize((size, size), _interpolation(data_config), box=(left, top, left + w, top + h))
+    box = (left, top, left + w, top + h)
+    # PIL's resize at scale 1 still filters (off by one level here and there): crop when no resize is needed.
+    img = img.crop(box) if (w, h) == (size, size) else img.resize((size, size), _interpolation(data_config), box=box)
     if augment.flip and rng.random() < 0.5:
         img = ImageOps.mirror(img)
     return to_tensor(img)

@@ -321,11 +321,12 @@ def _split_rows(model, split_name):
     import datasets
 
     with open(os.path.join(model, "splits.json")) as f:
-        files = json.load(f)["files"][split_name]
-    labels = [LABEL2ID[os.path.basename(os.path.dirname(path)).lower()] for path in files]
-    sources = [os.path.basename(os.path.dirname(os.path.dirname(path))) for path in files]
-    return datasets.Dataset.from_dict({"image": [{"path": p, "bytes": None} for p in files], "label": labels,
-                                       "source": sources})
+        rows = json.load(f)["rows"][split_name]
+    if not all(rows["file"]):
+        raise DataError(f"{model} was trained on a Hub dataset, whose images have no files to score again: score "
+                        "it with python -m train.evaluate --data <the dataset> instead.")
+    return datasets.Dataset.from_dict({"image": [{"path": p, "bytes": None} for p in rows["file"]],
+                                       "label": rows["label"], "source": rows["source"]})
 
 
 def refit_thresholds(model, target_precision=TARGET_PRECISION):
@@ -384,7 +385,10 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(args.model, "splits.json")):
             parser.exit(2, f"evaluate: error: {args.model} has no splits.json: refit thresholds on a folder written "
                            "by python -m train.\n")
-        print(json.dumps(refit_thresholds(args.model, args.target_precision)))
+        try:
+            print(json.dumps(refit_thresholds(args.model, args.target_precision)))
+        except DataError as e:
+            parser.exit(2, f"evaluate: error: {e}\n")
         return {}
     if not args.data:
         parser.exit(2, "evaluate: error: pass --data with the image folder(s) to score the model on.\n")

@@ -73,7 +73,8 @@ def train(data_args, model_args, train_args, command=""):
     for name, c in counts.items():
         accelerator.print(f"{name:>10}: {c['fake']} fake, {c['real']} real")
 
-    model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained,
+    model = create_model(model_args.model, image_size=model_args.image_size, crop_pct=model_args.crop_pct,
+                         pretrained=model_args.pretrained,
                          width=model_args.width, members=model_args.members, combine=model_args.combine,
                          drop_rate=model_args.drop_rate)
     config = data_config_of(model)
@@ -81,7 +82,8 @@ def train(data_args, model_args, train_args, command=""):
     # layout GPUs' tensor cores want.
     model = model.to(memory_format=torch.channels_last)
     augment = Augment(flip=train_args.augment_flip, crop_scale=train_args.augment_crop_scale,
-                      jpeg=train_args.augment_jpeg, blur=train_args.augment_blur, downscale=train_args.augment_downscale)
+                      jpeg=train_args.augment_jpeg, blur=train_args.augment_blur, downscale=train_args.augment_downscale,
+                      self_blend=train_args.augment_self_blend)
     datasets = {name: ImageDataset(rows, config, augment=augment if name == "train" else None,
                                    reencode_quality=data_args.reencode_jpeg, seed=train_args.seed)
                 for name, rows in splits.items()}
@@ -306,9 +308,12 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     metrics["files"] = ev.save_plots(work, test, state["history"], test_labels, p_test)
     write_json(os.path.join(work, "metrics.json"), metrics)
     write_json(os.path.join(work, "scrub_report.json"), scrub_report)
-    write_json(os.path.join(work, "splits.json"), {
-        "counts": counts, "files": {name: [_relative(image.get("path")) for image in rows["image"]]
-                                    for name, rows in splits.items()}})
+    # Each split's files with their labels and sources as the run read them, so scoring a split again
+    # (bench/score_models.py, --refit-thresholds) never re-derives labels from folder names.
+    write_json(os.path.join(work, "splits.json"), {"counts": counts, "rows": {
+        name: {"file": [_relative(image.get("path")) for image in rows["image"]], "label": list(rows["label"]),
+               "source": list(rows["source"])}
+        for name, rows in splits.items()}})
     write_history(os.path.join(work, "history.csv"), state["history"])
     write_predictions(os.path.join(work, "test_predictions.csv"), splits["test"], test_index, test_labels, p_test)
     with open(os.path.join(work, "report.md"), "w") as f:

@@ -49,11 +49,11 @@ ENSEMBLE = "ensemble"
 MODEL_NAMES = (*MODELS, ENSEMBLE)
 
 
-def data_config(spec, image_size=None):
+def data_config(spec, image_size=None, crop_pct=None):
     """timm's data config (what `pretrained_cfg` holds) for a spec: input size, mean/std, resize rule."""
     size = image_size or spec.image_size
     return {
-        "input_size": [3, size, size], "interpolation": spec.interpolation, "crop_pct": spec.crop_pct,
+        "input_size": [3, size, size], "interpolation": spec.interpolation, "crop_pct": crop_pct or spec.crop_pct,
         "crop_mode": "center", "mean": list(spec.mean), "std": list(spec.std),
     }
 
@@ -83,7 +83,7 @@ def scaled_args(name, width):
     return model_args
 
 
-def create_model(name, *, image_size=None, pretrained=False, width=1.0, members=None, combine="logits",
+def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, width=1.0, members=None, combine="logits",
                  drop_rate=None):
     """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids)."""
     if name == ENSEMBLE:
@@ -102,7 +102,7 @@ def create_model(name, *, image_size=None, pretrained=False, width=1.0, members=
     # Keep timm's pretrained_cfg keys (first_conv, classifier, …) but our preprocessing.
     model.pretrained_cfg = {
         **{k: v for k, v in model.pretrained_cfg.items() if k in ("architecture", "first_conv", "classifier")},
-        **data_config(spec, image_size), "num_classes": len(ID2LABEL),
+        **data_config(spec, image_size, crop_pct), "num_classes": len(ID2LABEL),
     }
     model.model_name = name
     model.model_args = model_args
