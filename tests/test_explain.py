@@ -11,9 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 import explain
+from hub.layout import save_model
+from train.models import create_ensemble
 from helpers import face_like, make_tiny_models
 from train.evaluate import load_pipeline, pipeline_fake_probability
 
@@ -32,9 +34,21 @@ EXPECTED_STAGES = {
 
 
 @pytest.fixture(scope="module")
-def classifiers(tmp_path_factory):
-    folders = make_tiny_models(tmp_path_factory.mktemp("explain-models"))
+def folders(tmp_path_factory):
+    return make_tiny_models(tmp_path_factory.mktemp("explain-models"))
+
+
+@pytest.fixture(scope="module")
+def classifiers(folders):
     return {name: load_pipeline(folder) for name, folder in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def flip_tta_ensemble(folders, tmp_path_factory):
+    """The tiny ensemble again, saved with flip_tta on: its saved config must bring the setting back."""
+    ensemble = create_ensemble([folders["tuned-cnn"], folders["xception"]], flip_tta=True)
+    ensemble.combiner.load_state_dict(load_pipeline(folders["ensemble"]).model.combiner.state_dict())
+    return load_pipeline(save_model(ensemble.eval(), str(tmp_path_factory.mktemp("tta") / "ensemble")))
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +223,29 @@ def test_grad_cam_ensemble_is_the_sum_of_its_members(classifiers, image):
     parts = [explain.grad_cam_map(ensemble, image, member=m)[0] for m in ("tuned-cnn", 1)]
     np.testing.assert_allclose(combined, parts[0] + parts[1], rtol=1e-4, atol=1e-5)
     assert info["layers"] == ["tuned-cnn · stage 4 (64 ch, 1/32)", "xception · stage 4 (256 ch, 1/32)"]
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(classifiers, flip_tta_ensemble, image):
+    plain, tta = classifiers["ensemble"], flip_tta_ensemble
+    assert tta.model.config.flip_tta and not plain.model.config.flip_tta
+    x = explain.model_input(plain, image)[1]
+    with torch.inference_mode():
+        expected = (plain.model(x).logits + plain.model(x.flip(-1)).logits) / 2
+        torch.testing.assert_close(tta.model(x).logits, expected, rtol=1e-5, atol=1e-5)
+    assert pipeline_fake_probability(tta, [image])[0] != pytest.approx(pipeline_fake_probability(plain, [image])[0])
+
+
+def test_grad_cam_with_flip_tta_adds_the_mirrored_pass_back(classifiers, flip_tta_ensemble, image):
+    """log-odds = mean over the two passes, so the map is the mean of the image's map and the mirror image's
+    map mirrored back; feature maps show the image itself, not its mirror."""
+    plain, tta = classifiers["ensemble"], flip_tta_ensemble
+    image = image.resize((160, 160))  # square: a centre crop of an odd margin would shift the mirror by a pixel
+    mirrored = ImageOps.mirror(image)
+    expected = (explain.grad_cam_map(plain, image)[0] + explain.grad_cam_map(plain, mirrored)[0][:, ::-1]) / 2
+    np.testing.assert_allclose(explain.grad_cam_map(tta, image)[0], expected, rtol=1e-4, atol=1e-5)
+    layer = EXPECTED_STAGES["ensemble"][2]
+    np.testing.assert_array_equal(np.asarray(explain.feature_maps(tta, image, layer)),
+                                  np.asarray(explain.feature_maps(plain, image, layer)))
 
 
 def test_grad_cam_member_errors(classifiers, image):

@@ -247,3 +247,15 @@ def test_a_run_on_a_hub_dataset_cannot_be_rescored_from_its_splits(tmp_path):
     (tmp_path / "splits.json").write_text(json.dumps({"counts": {}, "rows": {"test": rows}}))
     with pytest.raises(ev.DataError, match=r"trained on a Hub dataset.*--data <the dataset> instead"):
         ev.test_split_rows(str(tmp_path))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "tuned-cnn", "--flip-tta"], "--members and --flip-tta only apply to --model ensemble."),
+    (["--model", "ensemble", "--members", "a", "b", "--crop-pct", "0.5"], "--crop-pct does not apply to the ensemble"),
+    (["--model", "tuned-cnn", "--crop-pct", "1.5"], "--crop-pct takes a share of the image between 0 and 1"),
+    (["--model", "tuned-cnn", "--augment-self-blend", "-1"], "--augment-self-blend takes a share of the real images"),
+])
+def test_option_misuse_is_one_clear_line(capsys, tmp_path, flags, message):
+    code, line = _error(capsys, ["--data", str(tmp_path), *flags, "--output", str(tmp_path / "o")])
+    assert code == 2 and message in line
+    assert not os.path.exists(tmp_path / "o")

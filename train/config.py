@@ -53,6 +53,8 @@ class ModelArguments:
         "help": "Ensemble only: trained model folders or Hub ids to combine"})
     combine: str = field(default="logits", metadata={
         "help": "Ensemble only: learn the combination over the members' logits or their pooled features"})
+    flip_tta: bool = field(default=False, metadata={
+        "help": "Ensemble only: average each prediction with that of the mirror image (test-time augmentation)"})
     train_members: bool = field(default=False, metadata={
         "help": "Ensemble only: fine-tune the members jointly with the combination (default: members frozen)"})
     drop_rate: Optional[float] = field(default=None, metadata={"help": "Dropout before the classifier"})
@@ -63,8 +65,10 @@ class ModelArguments:
         if self.model == ENSEMBLE and len(self.members) < 2:
             raise DataError("--model ensemble needs --members with at least two trained model folders "
                             "(e.g. --members runs/tuned-cnn runs/xception).")
-        if self.model != ENSEMBLE and self.members:
-            raise DataError("--members only applies to --model ensemble.")
+        if self.model != ENSEMBLE and (self.members or self.flip_tta):
+            raise DataError("--members and --flip-tta only apply to --model ensemble.")
+        if self.model == ENSEMBLE and self.crop_pct is not None:
+            raise DataError("--crop-pct does not apply to the ensemble: it takes its members' preprocessing.")
         if self.combine not in ("logits", "features"):
             raise DataError("--combine takes 'logits' or 'features'.")
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1:

@@ -84,12 +84,12 @@ def scaled_args(name, width):
 
 
 def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, width=1.0, members=None, combine="logits",
-                 drop_rate=None):
+                 flip_tta=False, drop_rate=None):
     """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids)."""
     if name == ENSEMBLE:
         if pretrained:
             raise DataError("--pretrained does not apply to the ensemble: its members bring their own weights.")
-        return create_ensemble(members or [], combine=combine)
+        return create_ensemble(members or [], combine=combine, flip_tta=flip_tta)
     if name not in MODELS:
         raise DataError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}.")
     if pretrained and width != 1.0:
@@ -109,7 +109,7 @@ def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, widt
     return model
 
 
-def create_ensemble(member_paths, *, combine="logits"):
+def create_ensemble(member_paths, *, combine="logits", flip_tta=False):
     if len(member_paths) < 2:
         raise DataError("The ensemble needs --members with at least two trained model folders "
                         "(e.g. --members runs/tuned-cnn runs/xception).")
@@ -124,7 +124,7 @@ def create_ensemble(member_paths, *, combine="logits"):
                                                                 "crop_pct")}}
             for m, path in zip(members, member_paths)
         ],
-        combine=combine,
+        combine=combine, flip_tta=flip_tta,
         pretrained_cfg={k: largest[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")},
         id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
     )
