@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
 from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
-from train.data import ID2LABEL
+from train.data import ID2LABEL, write_json
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -49,7 +49,7 @@ def save_timm(model, folder, *, dtype=torch.float32):
     config["model_args"].pop("num_classes", None)
     # Weights may be stored in half precision to keep the repo small; the model still runs in float32.
     config["dtype"] = "float32"
-    _write_json(config_path, config)
+    write_json(config_path, config)
     _save_weights(model.state_dict(), os.path.join(folder, WEIGHTS), dtype)
 
 
@@ -65,7 +65,7 @@ def save_ensemble(model, folder, *, dtype=torch.float32):
     _save_weights(model.state_dict(), os.path.join(folder, WEIGHTS), dtype)
     shutil.copyfile(os.path.join(os.path.dirname(__file__), MODELING_FILE), os.path.join(folder, MODELING_FILE))
     # The image processor reads the ensemble's pretrained_cfg from config.json, as timm's does.
-    _write_json(os.path.join(folder, PREPROCESSOR), {"image_processor_type": "DeepfakeEnsembleImageProcessor",
+    write_json(os.path.join(folder, PREPROCESSOR), {"image_processor_type": "DeepfakeEnsembleImageProcessor",
                                                      "auto_map": {"AutoImageProcessor": model.config.auto_map[
                                                          "AutoImageProcessor"]}})
 
@@ -76,9 +76,3 @@ def _save_weights(state_dict, path, dtype):
         for name, t in state_dict.items()
     }
     save_file(tensors, path, metadata={"format": "pt"})
-
-
-def _write_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")

@@ -13,6 +13,7 @@ so an upload and a training image are decoded, rotated and converted to RGB the 
 
 import hashlib
 import io
+import json
 import os
 import random
 from collections import Counter, defaultdict
@@ -98,6 +99,13 @@ def to_rgb(img):
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def write_json(path, data):
+    """Every JSON file the project writes (metrics, configs, splits, reports): indented, newline-terminated."""
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
 
 
 def reencode_jpeg(img, quality):

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score, roc_auc_score
 
-from train.data import ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, image_bytes, load_image, load_sources
+from train.data import (ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, image_bytes, load_image, load_sources,
+                        write_json)
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 TARGET_PRECISION = 0.85  # verdict thresholds: how often a "fake" or "real" verdict must be right on validation
@@ -339,9 +340,7 @@ def refit_thresholds(model, target_precision=TARGET_PRECISION):
     with open(path) as f:
         metrics = json.load(f)
     metrics["thresholds"] = thresholds
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=2)
-        f.write("\n")
+    write_json(path, metrics)
     with open(os.path.join(model, "report.md"), "w") as f:
         f.write(report_markdown(metrics))
     return thresholds
@@ -402,8 +401,7 @@ def main(argv=None):
     print("robustness:", json.dumps(result["robustness"]))
     if args.output:
         os.makedirs(args.output, exist_ok=True)
-        with open(os.path.join(args.output, "metrics.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(os.path.join(args.output, "metrics.json"), result)
         save_plots(args.output, result)
     return result
 

@@ -13,7 +13,6 @@ perceptual hash).
 """
 
 import dataclasses
-import json
 import os
 import random
 import shlex
@@ -29,7 +28,7 @@ from PIL import JpegImagePlugin
 
 from train.config import DataArguments, parse_args
 from train.data import (ID2LABEL, LABEL2ID, DataError, class_counts, image_bytes, load_image, load_sources,
-                        open_image, scrub, source_name, split)
+                        open_image, scrub, source_name, split, write_json)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -690,8 +689,7 @@ def explore(args, command=""):
         plot_samples(args.output, kept, samples, args.samples, args.dpi),
     ]
     summary["figures"] = [name for name in written if name]
-    with open(os.path.join(args.output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(args.output, "summary.json"), summary)
     with open(os.path.join(args.output, "report.md"), "w") as f:
         f.write(report_markdown(summary))
     return summary

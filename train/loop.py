@@ -27,7 +27,7 @@ from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassificatio
 from train import evaluate as ev
 from train.config import as_dict, command_line, output_paths, parse_args
 from train.data import (ID2LABEL, ROBUSTNESS, Augment, DataError, ImageDataset, load_sources, scrub, source_name, split,
-                        split_counts)
+                        split_counts, write_json)
 from train.models import create_model, data_config_of, fold_temperature, logits_of, trainable_parameters
 
 CHECKPOINT = "checkpoint"
@@ -334,12 +334,6 @@ def describe_device(accelerator):
     else:
         name = f"CPU, {torch.get_num_threads()} threads"
     return f"{name} × {accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision}"
-
-
-def write_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
 
 
 def write_predictions(path, rows, index, labels, fake_probability):
