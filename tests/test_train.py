@@ -84,7 +84,8 @@ def test_ensemble_trains_from_members_and_reloads(runs, data, tmp_path):
 
 
 def test_resume_gives_the_same_result_as_not_stopping(data, tmp_path):
-    common = ["--data", *data, "--model", "tuned-cnn", "--epochs", "3", "--augment-self-blend", "0.5", *TINY]
+    common = ["--data", *data, "--model", "tuned-cnn", "--epochs", "3", "--augment-self-blend", "0.5", "--mixup", "0.2",
+              "--cutmix", "1.0", *TINY]
     straight = str(tmp_path / "straight")
     assert main([*common, "--output", straight]) == 0
 
@@ -254,6 +255,7 @@ def test_a_run_on_a_hub_dataset_cannot_be_rescored_from_its_splits(tmp_path):
     (["--model", "ensemble", "--members", "a", "b", "--crop-pct", "0.5"], "--crop-pct does not apply to the ensemble"),
     (["--model", "tuned-cnn", "--crop-pct", "1.5"], "--crop-pct takes a share of the image between 0 and 1"),
     (["--model", "tuned-cnn", "--augment-self-blend", "-1"], "--augment-self-blend takes a share of the real images"),
+    (["--model", "tuned-cnn", "--mixup", "-0.2"], "--mixup and --cutmix take a Beta-distribution alpha"),
 ])
 def test_option_misuse_is_one_clear_line(capsys, tmp_path, flags, message):
     code, line = _error(capsys, ["--data", str(tmp_path), *flags, "--output", str(tmp_path / "o")])

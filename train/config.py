@@ -101,6 +101,10 @@ class TrainingArguments:
     augment_jpeg: float = field(default=0.3, metadata={"help": "Probability of a random JPEG re-compression"})
     augment_blur: float = field(default=0.2, metadata={"help": "Probability of a random Gaussian blur"})
     augment_downscale: float = field(default=0.2, metadata={"help": "Probability of a downscale-upscale"})
+    mixup: float = field(default=0.0, metadata={
+        "help": "Mixup alpha (0 = off): train on blends of two images with their labels blended alike"})
+    cutmix: float = field(default=0.0, metadata={
+        "help": "CutMix alpha (0 = off): paste a patch of one image into another, labels by area"})
     augment_self_blend: float = field(default=0.0, metadata={
         "help": "Extra training fakes each epoch, as a share of the real images: self-blended reals (0 = none)"})
     save_dtype: str = field(default="float32", metadata={"help": "Weights dtype on disk: float32 or float16"})
@@ -116,6 +120,8 @@ class TrainingArguments:
             raise DataError("--save-dtype takes float32 or float16.")
         if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise DataError("--epochs, --batch-size and --gradient-accumulation-steps must be at least 1.")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise DataError("--mixup and --cutmix take a Beta-distribution alpha, 0 (off) or more (e.g. 0.2, 1.0).")
         if self.augment_self_blend < 0:
             raise DataError("--augment-self-blend takes a share of the real images, 0 or more (e.g. 0.5).")
         if self.resume and self.overwrite:

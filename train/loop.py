@@ -20,6 +20,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
+from timm.data import Mixup
 from tqdm.auto import tqdm
 
 from hub.layout import save_model
@@ -109,13 +110,20 @@ def train(data_args, model_args, train_args, command=""):
 
     session_start = time.time()
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train_args.label_smoothing)
+    mix = None
+    if train_args.mixup or train_args.cutmix:
+        # timm's Mixup gives soft targets, which the same loss (with its label smoothing) takes as they are. It
+        # draws from numpy's generator, seeded per epoch above, so resuming stays exact.
+        mix = Mixup(mixup_alpha=train_args.mixup, cutmix_alpha=train_args.cutmix, label_smoothing=0.0,
+                    num_classes=len(ID2LABEL))
     for epoch in range(state["epoch"], train_args.epochs):
         set_seed(train_args.seed + epoch)  # the epoch alone decides its randomness: resuming changes nothing
         datasets["train"].set_epoch(epoch)
         loaders["train"].set_epoch(epoch)
         start = time.time()
         train_loss, seen = train_one_epoch(model, loaders["train"], optimizer, scheduler, loss_fn, accelerator,
-                                           model_args.train_members, desc=f"epoch {epoch + 1}/{train_args.epochs}")
+                                           model_args.train_members, mix=mix,
+                                           desc=f"epoch {epoch + 1}/{train_args.epochs}")
         state["train_seconds"] += time.time() - start
         state["train_images"] += seen
         logits, labels, _ = predict(model, loaders["validation"], accelerator)
@@ -200,12 +208,15 @@ def set_train_mode(model, train_members):
         inner.members.eval()  # frozen members keep their batch-norm statistics
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, train_members, desc=""):
+def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, train_members, mix=None, desc=""):
     set_train_mode(model, train_members)
     total_loss, seen = 0.0, 0
     for pixels, labels, _ in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
+        targets = labels
+        if mix is not None and len(labels) % 2 == 0:  # timm mixes pairs: an odd last batch goes unmixed
+            pixels, targets = mix(pixels, labels)
         with accelerator.accumulate(model):
-            loss = loss_fn(logits_of(model(pixels.contiguous(memory_format=torch.channels_last))), labels)
+            loss = loss_fn(logits_of(model(pixels.contiguous(memory_format=torch.channels_last))), targets)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
