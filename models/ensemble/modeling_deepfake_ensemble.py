@@ -21,10 +21,11 @@ from transformers.models.timm_wrapper.image_processing_timm_wrapper import TimmW
 class DeepfakeEnsembleConfig(PretrainedConfig):
     model_type = "deepfake_ensemble"
 
-    def __init__(self, members=None, combine="logits", pretrained_cfg=None, **kwargs):
+    def __init__(self, members=None, combine="logits", pretrained_cfg=None, flip_tta=False, **kwargs):
         # members: [{"name", "architecture", "model_args", "data_config": {input_size, mean, std, ...}}]
         self.members = members or []
         self.combine = combine  # "logits": linear layer over the members' logits; "features": over pooled features
+        self.flip_tta = flip_tta  # average the logits of the image and its mirror image (test-time augmentation)
         self.pretrained_cfg = pretrained_cfg or {}  # the ensemble's own preprocessing, read by the image processor
         super().__init__(**kwargs)
 
@@ -74,6 +75,11 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
             yield (x - x.new_tensor(cfg["mean"]).view(1, -1, 1, 1)) / x.new_tensor(cfg["std"]).view(1, -1, 1, 1)
 
     def forward(self, pixel_values, labels=None, return_dict=None, **kwargs):
+        n = pixel_values.shape[0]
+        if self.config.flip_tta:
+            # One pass over a batch of 2n: the images, then their mirror images. Faces are left-right symmetric
+            # in what matters here, so averaging the two is a cheap, label-preserving ensemble of its own.
+            pixel_values = torch.cat([pixel_values, pixel_values.flip(-1)])
         parts = []
         for member, x in zip(self.members, self.member_inputs(pixel_values)):
             if self.config.combine == "features":
@@ -81,5 +87,7 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
             else:
                 parts.append(member(x))
         logits = self.combiner(torch.cat(parts, dim=1))
+        if self.config.flip_tta:
+            logits = (logits[:n] + logits[n:]) / 2
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
