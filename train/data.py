@@ -23,7 +23,7 @@ import datasets
 import imagehash
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageEnhance, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
 
 ID2LABEL = {0: "fake", 1: "real"}
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
@@ -423,8 +423,6 @@ def self_blend(img, rng):
     w, h = img.size
     source = img
     if rng.random() < 0.5:  # colour: brightness, contrast, saturation, per-channel shift
-        from PIL import ImageEnhance
-
         for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
             source = enhance(source).enhance(rng.uniform(0.85, 1.15))
         shift = [rng.randint(-12, 12) for _ in range(3)]
@@ -486,9 +484,12 @@ class ImageDataset(torch.utils.data.Dataset):
         self.normalize = self.eval_transform.transforms[-1]
         self.reals = np.flatnonzero(np.asarray(rows["label"]) == LABEL2ID["real"]) if augment else np.array([])
         self.extra = round(augment.self_blend * len(self.reals)) if augment else 0
+        self.set_epoch(0)
 
     def set_epoch(self, epoch):
         self.epoch = epoch
+        # Which reals this epoch's extra fakes are made from (the first `extra` of a seeded shuffle).
+        self.blend_from = np.random.default_rng([self.seed, epoch]).permutation(self.reals)[:self.extra]
 
     def __len__(self):
         return len(self.rows) + self.extra
@@ -497,8 +498,7 @@ class ImageDataset(torch.utils.data.Dataset):
         """(pixels, label, index): the index lets evaluation put gathered predictions back in dataset order."""
         blended = index >= len(self.rows)
         if blended:
-            chosen = np.random.default_rng([self.seed, self.epoch]).permutation(self.reals)
-            row = dict(self.rows[int(chosen[index - len(self.rows)])], label=LABEL2ID["fake"])
+            row = dict(self.rows[int(self.blend_from[index - len(self.rows)])], label=LABEL2ID["fake"])
         else:
             row = self.rows[index]
         img = load_image(image_bytes(row["image"]))
