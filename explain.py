@@ -330,8 +330,8 @@ def grad_cam_map(classifier, image, *, member=None):
     for (layer, module), gradient in zip(last.values(), gradients):
         activation = outputs[module].detach()
         cam = (gradient.sum((2, 3), keepdim=True) * activation).sum(1, keepdim=True)
-        if cam.shape[0] == 2:  # an ensemble with flip_tta also ran the mirror image: mirror its map back, add
-            cam = cam[:1] + cam[1:].flip(-1)
+        if len(cam) > len(pixel_values):  # an ensemble with flip_tta also ran the mirror image: mirror back, add
+            cam = cam[:len(pixel_values)] + cam[len(pixel_values):].flip(-1)
         contributions[layer] = round(float(cam.mean()), 4)
         total += F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
     info = {

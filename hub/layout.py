@@ -66,8 +66,8 @@ def save_ensemble(model, folder, *, dtype=torch.float32):
     shutil.copyfile(os.path.join(os.path.dirname(__file__), MODELING_FILE), os.path.join(folder, MODELING_FILE))
     # The image processor reads the ensemble's pretrained_cfg from config.json, as timm's does.
     write_json(os.path.join(folder, PREPROCESSOR), {"image_processor_type": "DeepfakeEnsembleImageProcessor",
-                                                     "auto_map": {"AutoImageProcessor": model.config.auto_map[
-                                                         "AutoImageProcessor"]}})
+                                                    "auto_map": {"AutoImageProcessor": model.config.auto_map[
+                                                        "AutoImageProcessor"]}})
 
 
 def _save_weights(state_dict, path, dtype):

@@ -34,9 +34,9 @@ def runs(tmp_path_factory, data):
     """tuned-cnn and xception trained once (2 epochs) for the tests that need trained folders."""
     root = tmp_path_factory.mktemp("runs")
     folders = {}
-    for name, extra in (("tuned-cnn", []), ("xception", ["--crop-pct", "0.75"])):
+    for name in ("tuned-cnn", "xception"):
         folders[name] = str(root / name)
-        argv = ["--data", *data, "--model", name, "--epochs", "2", "--output", folders[name], *TINY, *extra]
+        argv = ["--data", *data, "--model", name, "--epochs", "2", "--output", folders[name], *TINY, "--crop-pct", "0.75"]
         assert main(argv) == 0
     return folders
 
@@ -133,6 +133,19 @@ def test_members_that_do_not_exist(capsys, data, tmp_path):
                                  str(tmp_path / "y"), "--output", str(tmp_path / "o"), "--num-workers", "0"])
     assert code == 2 and line.startswith(f"train: error: --members {tmp_path / 'x'}: not a trained model folder")
     assert not os.path.exists(tmp_path / "o.partial")
+
+
+def test_members_that_see_different_shares_of_the_image(capsys, runs, data, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (other / name).write_bytes(open(os.path.join(runs["tuned-cnn"], name), "rb").read())
+    config = json.load(open(other / "config.json"))
+    config["pretrained_cfg"]["crop_pct"] = 1.0
+    json.dump(config, open(other / "config.json", "w"))
+    code, line = _error(capsys, ["--data", data[0], "--model", "ensemble", "--members", str(other), runs["xception"],
+                                 "--output", str(tmp_path / "o"), "--num-workers", "0"])
+    assert code == 2 and "different shares of the image (--crop-pct [0.75, 1.0])" in line
 
 
 def test_members_with_other_labels(capsys, runs, data, tmp_path):

@@ -114,6 +114,11 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False):
         raise DataError("The ensemble needs --members with at least two trained model folders "
                         "(e.g. --members runs/tuned-cnn runs/xception).")
     members = [load_timm_member(path) for path in member_paths]
+    # The ensemble feeds every member one resized copy of its input, so all must see the same share of the image.
+    crops = {m.pretrained_cfg["crop_pct"] for m in members}
+    if len(crops) > 1:
+        raise DataError(f"--members were trained on different shares of the image (--crop-pct {sorted(crops)}): "
+                        "retrain them with one --crop-pct to combine them.")
     sizes = [m.pretrained_cfg["input_size"][-1] for m in members]
     largest = members[sizes.index(max(sizes))].pretrained_cfg
     config = DeepfakeEnsembleConfig(
