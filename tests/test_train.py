@@ -125,7 +125,7 @@ def test_missing_data_path(capsys, tmp_path):
 
 def test_unknown_model(capsys, data, tmp_path):
     code, line = _error(capsys, ["--data", data[0], "--model", "resnet", "--output", str(tmp_path / "o")])
-    assert code == 2 and line == "train: error: Unknown model 'resnet': choose one of tuned-cnn, xception, ensemble."
+    assert code == 2 and line == "train: error: Unknown model 'resnet': choose one of tuned-cnn, xception, efficientnet-lite2, efficientnet-lite0, ensemble."
 
 
 def test_members_that_do_not_exist(capsys, data, tmp_path):

