@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import explain
 from faces import crop_face, detect_faces
-from train.data import DataError, load_image
+from deepfake_detector.images import DataError, load_image
 from train.evaluate import load_pipeline, pipeline_fake_probability, verdict
 
 ROOT = Path(__file__).resolve().parent

@@ -29,7 +29,7 @@ from lime import lime_image
 from PIL import Image, ImageDraw, ImageFont
 from skimage.segmentation import find_boundaries, slic
 
-from train.data import LABEL2ID, load_image, to_rgb
+from deepfake_detector.images import LABEL2ID, load_image, to_rgb
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 

@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
 from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
-from train.data import ID2LABEL, write_json
+from deepfake_detector.images import ID2LABEL
+from train.data import write_json
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from tests.helpers import make_image_folder
 from train import evaluate as ev
-from train.data import load_image, load_sources, scrub
+from deepfake_detector.images import load_image
+from train.data import load_sources, scrub
 from train.loop import main
 
 TINY = ["--image-size", "48", "--width", "0.25", "--batch-size", "8", "--num-workers", "0"]

@@ -12,7 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from train.data import NO_FACE_POLICIES, DataError
+from deepfake_detector.images import DataError
+from train.data import NO_FACE_POLICIES
 from train.models import ENSEMBLE, MODEL_NAMES
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score, roc_auc_score
 
-from train.data import (ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, image_bytes, load_image, load_sources,
-                        write_json)
+from deepfake_detector.images import ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, load_image
+from train.data import image_bytes, load_sources, write_json
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 TARGET_PRECISION = 0.95  # verdict thresholds: how often a "fake" or "real" verdict must be right on validation

@@ -27,8 +27,9 @@ from hub.layout import save_model
 from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 from train import evaluate as ev
 from train.config import as_dict, command_line, output_paths, parse_args
-from train.data import (ID2LABEL, ROBUSTNESS, Augment, DataError, ImageDataset, find_faces, load_sources, scrub,
-                        source_name, split, split_counts, write_json)
+from deepfake_detector.images import ID2LABEL, ROBUSTNESS, DataError
+from train.data import (Augment, ImageDataset, find_faces, load_sources, scrub, source_name, split, split_counts,
+                        write_json)
 from train.models import create_model, data_config_of, fold_temperature, logits_of, trainable_parameters
 
 CHECKPOINT = "checkpoint"

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification
 
 from hub.modeling_deepfake_ensemble import DeepfakeEnsembleConfig, DeepfakeEnsembleForImageClassification
-from train.data import ID2LABEL, LABEL2ID, DataError
+from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError
 
 
 @dataclass
