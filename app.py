@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-import explain
-from faces import crop_face, detect_faces
+from deepfake_detector import explain
+from deepfake_detector.faces import crop_face, detect_faces
 from deepfake_detector.images import DataError, load_image
 from train.evaluate import load_pipeline, pipeline_fake_probability, verdict
 

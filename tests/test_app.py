@@ -21,7 +21,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from faces import MAX_SIDE, Face, crop_box, crop_face, detect_faces
+from deepfake_detector.faces import MAX_SIDE, Face, crop_box, crop_face, detect_faces
 from helpers import make_tiny_models
 from train.evaluate import verdict
 

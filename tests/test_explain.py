@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-import explain
+from deepfake_detector import explain
 from hub.layout import save_model
 from train.models import create_ensemble
 from helpers import face_like, make_tiny_models

@@ -224,7 +224,7 @@ NO_FACE_POLICIES = ("drop", "whole")
 
 
 def _largest_face(example):
-    import faces
+    from deepfake_detector import faces
 
     found = faces.detect_faces(load_image(image_bytes(example["image"])))
     return {"face_box": [] if found[0].whole_image else list(found[0].box), "faces_found": 0 if found[0].whole_image
@@ -240,7 +240,7 @@ def find_faces(data, *, no_face="drop", cache_dir=FACE_CACHE, num_proc=None):
     detector, and in the shared data those are mostly diffusion fakes, a shortcut) or kept whole (`"whole"`,
     as the app scores an upload in which it finds no face). Returns the rows and a report of the counts.
     """
-    import faces
+    from deepfake_detector import faces
 
     cache_path = os.path.join(cache_dir, f"boxes-{faces.settings_key()}.json")
     cache = {}
@@ -500,7 +500,7 @@ def source_weights(sources, power):
 
 
 def crop_face(img, box):
-    import faces
+    from deepfake_detector import faces
 
     return faces.crop_face(img, box)
 
