@@ -17,7 +17,7 @@ from deepfake_detector import explain
 from hub.layout import save_model
 from train.models import create_ensemble
 from helpers import face_like, make_tiny_models
-from train.evaluate import load_pipeline, pipeline_fake_probability
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 
 KINDS = ("tuned-cnn", "xception", "ensemble")
 # (model, member): the ensemble is explained as a whole and per member, by index and by name.

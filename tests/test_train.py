@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.helpers import make_image_folder
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability, verdict
 from train import evaluate as ev
 from deepfake_detector.images import load_image
 from train.data import load_sources, scrub
@@ -44,12 +45,12 @@ def runs(tmp_path_factory, data):
 
 def _pipeline_matches_predictions(folder):
     """The saved model, loaded by pipeline(), gives the probabilities the run computed in memory (calibrated)."""
-    classifier = ev.load_pipeline(folder)
+    classifier = load_pipeline(folder)
     with open(os.path.join(folder, "test_predictions.csv")) as f:
         rows = list(csv.DictReader(f))
     assert rows
     images = [load_image(row["file"]) for row in rows]
-    reloaded = ev.pipeline_fake_probability(classifier, images)
+    reloaded = pipeline_fake_probability(classifier, images)
     expected = np.array([float(row["fake_probability"]) for row in rows])
     np.testing.assert_allclose(reloaded, expected, atol=1e-5)
 
@@ -231,7 +232,7 @@ def test_thresholds_and_verdicts():
     assert t["validation_precision"]["fake"] == (labels[chosen] == 0).mean()
     # Every P(fake) <= 0.5 is a real image: the loosest real threshold allowed (0.5) is right 100 % of the time.
     assert t["real"] == 0.5 and t["validation_precision"]["real"] == 1.0
-    assert ev.verdict(0.99, t) == "fake" and ev.verdict(0.01, t) == "real" and ev.verdict((t["fake"] + t["real"]) / 2, t) == "uncertain"
+    assert verdict(0.99, t) == "fake" and verdict(0.01, t) == "real" and verdict((t["fake"] + t["real"]) / 2, t) == "uncertain"
 
 
 def test_a_weak_model_still_gets_verdicts_at_its_best_precision():

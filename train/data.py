@@ -11,7 +11,6 @@ Labels (fake = 0, real = 1) and `load_image`, the one way any image enters the p
 """
 
 import hashlib
-import io
 import json
 import os
 import random

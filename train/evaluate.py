@@ -16,6 +16,7 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score, roc_auc_score
 
 from deepfake_detector.images import ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, load_image
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 from train.data import image_bytes, load_sources, write_json
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
@@ -126,14 +127,6 @@ def choose_thresholds(labels, fake_probability, target_precision=TARGET_PRECISIO
 def validation_rows(model):
     """The validation split a training run used (its splits.json), as rows to score."""
     return _split_rows(model, "validation")
-
-
-def verdict(fake_probability, thresholds):
-    if fake_probability >= thresholds["fake"]:
-        return "fake"
-    if fake_probability <= thresholds["real"]:
-        return "real"
-    return "uncertain"
 
 
 def per_source_metrics(labels, fake_probability, sources):
@@ -274,35 +267,6 @@ def report_markdown(metrics):
 
 # ---------------------------------------------------------------------------------------------------------
 # Scoring a saved model on an image folder, through pipeline()
-
-
-def load_pipeline(model, *, revision=None, device=None):
-    """The one way a saved model is loaded: transformers' image-classification pipeline."""
-    from transformers import pipeline
-
-    try:
-        return pipeline("image-classification", model=model, revision=revision, device=device,
-                        trust_remote_code=needs_remote_code(model))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{model} is not a model folder or Hub model this project can load "
-                        f"({str(e).splitlines()[0]}): pass a folder written by python -m train.") from None
-
-
-def needs_remote_code(model):
-    """Ensemble folders carry their modeling file (`auto_map`); a Hub id may be an ensemble too."""
-    config = os.path.join(model, "config.json")
-    if os.path.isfile(config):
-        with open(config) as f:
-            return "auto_map" in json.load(f)
-    return not os.path.isdir(model)
-
-
-def pipeline_fake_probability(classifier, images, batch_size=16):
-    """P(fake) for PIL images through a pipeline."""
-    outputs = classifier(images, top_k=len(ID2LABEL), batch_size=batch_size)
-    if images and not isinstance(outputs[0], list):
-        outputs = [outputs]
-    return np.array([next(o["score"] for o in out if o["label"] == "fake") for out in outputs])
 
 
 def score_folder(model, data, *, degradations=("clean", "jpeg_q75"), batch_size=16, limit=None):
