@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hub.layout import save_model
-from train.models import create_ensemble, create_model
+from deepfake_detector.layout import save_model
+from deepfake_detector.models import create_ensemble, create_model
 
 
 def face_like(rng, size=160, fake=False):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import face_like, make_image_folder
 from deepfake_detector.images import ID2LABEL, DataError, load_image, to_rgb
+from tests.helpers import face_like, make_image_folder
 from train.data import class_counts, load_sources, near_duplicate_groups, scrub, split
 
 

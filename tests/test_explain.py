@@ -14,8 +14,8 @@ import torch
 from PIL import Image, ImageOps
 
 from deepfake_detector import explain
-from hub.layout import save_model
-from train.models import create_ensemble
+from deepfake_detector.layout import save_model
+from deepfake_detector.models import create_ensemble
 from helpers import face_like, make_tiny_models
 from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 

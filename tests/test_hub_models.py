@@ -9,10 +9,10 @@ import timm
 import torch
 from transformers import pipeline
 
-from tests.helpers import face_like, make_tiny_models
 from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
+from deepfake_detector.models import load_timm_member
+from tests.helpers import face_like, make_tiny_models
 from train.data import eval_transform
-from train.models import load_timm_member
 
 NAMES = ("tuned-cnn", "xception", "ensemble")
 

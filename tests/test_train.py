@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.helpers import make_image_folder
-from deepfake_detector.inference import load_pipeline, pipeline_fake_probability, verdict
-from train import evaluate as ev
 from deepfake_detector.images import load_image
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability, verdict
+from tests.helpers import make_image_folder
+from train import evaluate as ev
 from train.data import load_sources, scrub
 from train.loop import main
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from deepfake_detector.images import DataError
+from deepfake_detector.models import ENSEMBLE, MODEL_NAMES
 from train.data import NO_FACE_POLICIES
-from train.models import ENSEMBLE, MODEL_NAMES
 
 
 @dataclass

@@ -23,17 +23,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from deepfake_detector.images import (ID2LABEL, LABEL2ID, MAX_PIXELS, DataError, degrade, load_image, open_image,
-                                     reencode_jpeg)
+from deepfake_detector.images import (
+    ID2LABEL,
+    LABEL2ID,
+    MAX_PIXELS,
+    DataError,
+    degrade,
+    load_image,
+    open_image,
+    reencode_jpeg,
+)
 
 SPLITS = ("train", "validation", "test")
-
-
-def write_json(path, data):
-    """Every JSON file the project writes (metrics, configs, splits, reports): indented, newline-terminated."""
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
 
 
 # ---------------------------------------------------------------------------------------------------------

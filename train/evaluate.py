@@ -17,7 +17,8 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from deepfake_detector.images import ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, load_image
 from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
-from train.data import image_bytes, load_sources, write_json
+from deepfake_detector.layout import write_json
+from train.data import image_bytes, load_sources
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 TARGET_PRECISION = 0.95  # verdict thresholds: how often a "fake" or "real" verdict must be right on validation

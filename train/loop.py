@@ -23,14 +23,14 @@ from safetensors.torch import load_file, save_file
 from timm.data import Mixup
 from tqdm.auto import tqdm
 
-from hub.layout import save_model
-from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
+from deepfake_detector.images import ID2LABEL, ROBUSTNESS, DataError
+from deepfake_detector.layout import save_model, write_json
+from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
+from deepfake_detector.models import create_model, data_config_of, logits_of
 from train import evaluate as ev
 from train.config import as_dict, command_line, output_paths, parse_args
-from deepfake_detector.images import ID2LABEL, ROBUSTNESS, DataError
-from train.data import (Augment, ImageDataset, find_faces, load_sources, scrub, source_name, split, split_counts,
-                        write_json)
-from train.models import create_model, data_config_of, fold_temperature, logits_of, trainable_parameters
+from train.data import Augment, ImageDataset, find_faces, load_sources, scrub, source_name, split, split_counts
+from train.models import fold_temperature, trainable_parameters
 
 CHECKPOINT = "checkpoint"
 BEST = "best.safetensors"

@@ -16,14 +16,20 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
-from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 from deepfake_detector.images import ID2LABEL
-from train.data import write_json
+from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
 MODELING_FILE = "modeling_deepfake_ensemble.py"
+
+
+def write_json(path, data):
+    """Every JSON file the project writes (metrics, configs, splits, reports): indented, newline-terminated."""
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
 
 
 def save_model(model, folder, *, dtype=torch.float32):
