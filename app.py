@@ -1,6 +1,6 @@
 """The Gradio app (the Hugging Face Space): is this face real or generated? Detect, compare, explain, look inside.
 
-    python app.py                      # http://127.0.0.1:7860, on the models of the core's models.json
+    python app.py                      # http://127.0.0.1:7860, on the models of models/models.json
     python app.py --model xception=runs/xception --model tuned-cnn=runs/tuned-cnn     # on your own runs
 
 Layout (as gradio's `demo/blocks_xray`): thin handlers first — `detect`, `compare`, `explain_lime`,
@@ -415,8 +415,8 @@ def model_thresholds(detectors, model_name):
 
 
 def shipped_models():
-    """({name: ResolvedModel}, {name: Hub id}) for the models of hub/models.json: Hub, else cache, else models/."""
-    from hub.pull import load_models, read_config
+    """({name: ResolvedModel}, {name: Hub id}) for the models of models/models.json: Hub, else cache, else models/."""
+    from deepfake_detector.registry import load_models, read_config
 
     return load_models(), {entry.name: entry.repo_id for entry in read_config() if entry.repo_id}
 
@@ -433,7 +433,7 @@ def __getattr__(name):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", metavar="NAME=FOLDER",
-                        help="Serve this model folder (repeat for several); default: the models of hub/models.json")
+                        help="Serve this model folder (repeat for several); default: the models of models/models.json")
     parser.add_argument("--host", help="Address to listen on (default 127.0.0.1; Spaces set 0.0.0.0 themselves)")
     parser.add_argument("--port", type=int, help="Port (default 7860, or the next free one)")
     args = parser.parse_args(argv)
@@ -445,10 +445,10 @@ def main(argv=None):
     else:
         models, repo_ids = shipped_models()
     if not models:
-        from hub.pull import read_config
+        from deepfake_detector.registry import read_config
 
         names = ", ".join(entry.name for entry in read_config())
-        sys.exit(f"No model found: hub/models.json lists {names}, but none resolved from the Hub, the local cache "
+        sys.exit(f"No model found: models/models.json lists {names}, but none resolved from the Hub, the local cache "
                  "or models/. Connect to the Hub, copy trained model folders into models/, or pass "
                  "--model NAME=FOLDER (e.g. --model xception=runs/xception).")
     demo = build_demo(models, repo_ids=repo_ids).queue(**QUEUE_OPTIONS)

@@ -4,7 +4,7 @@
                               [--overwrite-card]
     python -m hub push-space --space-id user/deepfake-detector [--root .] [--private]
     python -m hub space-readme [--root .]       # refresh the Space header of README.md in place
-    python -m hub pull [--config hub/models.json]
+    python -m hub pull [--config models/models.json]
 
 Exit codes: 0 done; 2 a mistake to fix (one `hub: error: ...` line says what to do); 1 the Hub failed or
 could not be reached, or (pull) a model resolved nowhere. The token is never printed.
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     readme.add_argument("--root", type=Path, default=Path("."), help="project root (default: current folder)")
 
     pull = commands.add_parser("pull", help="resolve the app's models and print where each one came from")
-    pull.add_argument("--config", type=Path, default=None, help="models list (default: hub/models.json)")
+    pull.add_argument("--config", type=Path, default=None, help="models list (default: models/models.json)")
     return parser
 
 
@@ -78,7 +78,7 @@ def _space_readme(args) -> int:
 
 
 def _pull(args) -> int:
-    from hub.pull import DEFAULT_CONFIG, ModelUnavailableError, read_config, resolve_model
+    from deepfake_detector.registry import DEFAULT_CONFIG, ModelUnavailableError, read_config, resolve_model
 
     config = args.config or DEFAULT_CONFIG
     if not config.is_file():

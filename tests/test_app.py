@@ -298,7 +298,7 @@ def test_model_cards_name_source_licence_and_limitations(detectors):
 
 
 def test_model_cards_say_where_hub_pull_found_each_model(tiny_models):
-    from hub.pull import ResolvedModel
+    from deepfake_detector.registry import ResolvedModel
 
     resolved = {"xception": ResolvedModel("xception", Path(tiny_models["xception"]), "embedded")}
     detectors = app.load_detectors(resolved, repo_ids={"xception": "someone/deepfake-xception"})
