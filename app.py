@@ -98,7 +98,7 @@ def compare(detectors, image):
     crop, what = main_face(read_image(image))
     rows = compare_models(detectors, crop)
     table = pd.DataFrame(rows)
-    summary = f"{agreement(rows)}\n\nScored {what}; each model uses its own thresholds from its metrics.json."
+    summary = f"{agreement(rows)}\n\nScored {what}; each model uses its own thresholds from its config.json."
     return summary, table[["model", "p_fake", "verdict"]], table
 
 

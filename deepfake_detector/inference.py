@@ -2,7 +2,7 @@
 
     classifier = load_pipeline("models/xception")           # transformers' image-classification pipeline
     p_fake = pipeline_fake_probability(classifier, [img])    # P(fake) per image
-    verdict(p_fake[0], {"fake": 0.8, "real": 0.2})          # "fake", "real" or "uncertain"
+    verdict(classifier(img), classifier.model.config)        # "fake", "real" or "uncertain", at the model's thresholds
 
     detectors = load_detectors({"xception": "models/xception"})   # {name: Detector}, each pipeline loaded once
     scored = score_faces(detectors["xception"], img)              # every face found, scored at the model's thresholds
@@ -24,8 +24,10 @@ from PIL import Image
 
 from deepfake_detector.faces import crop_face, detect_faces
 from deepfake_detector.images import ID2LABEL, DataError
+from deepfake_detector.layout import THRESHOLDS_KEY, read_json
 
 VERDICTS = ("fake", "real", "uncertain")
+NO_THRESHOLDS = {"fake": 0.5, "real": 0.5}  # for a folder saved without verdict thresholds: never "uncertain"
 logger = logging.getLogger(__name__)
 
 
@@ -66,13 +68,48 @@ def pipeline_fake_probability(classifier, images, batch_size=16):
 # The verdict rule
 
 
-def verdict(fake_probability, thresholds):
-    """fake at or above thresholds["fake"], real at or below thresholds["real"], uncertain between."""
-    if fake_probability >= thresholds["fake"]:
+def verdict(prediction, thresholds):
+    """"fake" at or above thresholds["fake"] on P(fake), "real" at or below thresholds["real"], else "uncertain".
+
+    For a `pipeline()` user, in one call: `verdict(classifier(image), classifier.model.config)`.
+    `prediction` is P(fake), or the pipeline's output for one image ([{"label", "score"}, ...]);
+    `thresholds` is {"fake", "real"}, or the model's config (the loaded config or config.json as a dict),
+    which carries them under "verdict_thresholds".
+    """
+    p = fake_probability(prediction)
+    t = thresholds if _is_rule(thresholds) else thresholds_of(thresholds)
+    if t is None:
+        raise DataError(f"The model's config has no {THRESHOLDS_KEY}: write them into its folder with "
+                        "python -m hub set-thresholds FOLDER, or pass {'fake': ..., 'real': ...}.")
+    if p >= t["fake"]:
         return "fake"
-    if fake_probability <= thresholds["real"]:
+    if p <= t["real"]:
         return "real"
     return "uncertain"
+
+
+def _is_rule(thresholds):
+    return isinstance(thresholds, dict) and "fake" in thresholds and "real" in thresholds
+
+
+def fake_probability(prediction):
+    """P(fake) from a number or from a pipeline's output for one image (top_k=1 may leave only "real")."""
+    if isinstance(prediction, (list, tuple)):
+        scores = {o["label"]: float(o["score"]) for o in prediction}
+        if "fake" in scores:
+            return scores["fake"]
+        if "real" in scores:
+            return 1.0 - scores["real"]
+        raise DataError(f"Not a fake/real prediction: {prediction!r}; pass this project's model's output.")
+    return float(prediction)
+
+
+def thresholds_of(config):
+    """{"fake", "real"} from a model's config (a transformers config or config.json as a dict); None if absent."""
+    t = config.get(THRESHOLDS_KEY) if isinstance(config, dict) else getattr(config, THRESHOLDS_KEY, None)
+    if not t:
+        return None
+    return {"fake": float(t["fake"]), "real": float(t["real"])}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -91,17 +128,8 @@ class Detector:
 
     @property
     def thresholds(self):
-        """Verdict thresholds on P(fake) from metrics.json; 0.5/0.5 (no "uncertain") when it has none."""
-        t = self.metrics.get("thresholds") or {}
-        return {"fake": float(t.get("fake", 0.5)), "real": float(t.get("real", 0.5))}
-
-
-def read_json(path):
-    """A JSON file as a dict; {} when there is no such file."""
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+        """Verdict thresholds on P(fake) from the model's config.json; 0.5/0.5 (no "uncertain") without them."""
+        return thresholds_of(self.classifier.model.config) or dict(NO_THRESHOLDS)
 
 
 def load_detectors(models, repo_ids=None):
@@ -114,6 +142,9 @@ def load_detectors(models, repo_ids=None):
         card = Path(card_path).read_text(encoding="utf-8") if os.path.isfile(card_path) else ""
         classifier = load_pipeline(path)
         classifier(Image.new("RGB", (64, 64), (128, 128, 128)))  # warm up: the first call is several times slower
+        if thresholds_of(classifier.model.config) is None:
+            logger.warning("%s: its config.json has no %s, so verdicts use 0.5 (never uncertain); write them with "
+                           "python -m hub set-thresholds %s", name, THRESHOLDS_KEY, path)
         detectors[name] = Detector(name, classifier, path, getattr(model, "source", "local folder"),
                                    (repo_ids or {}).get(name), read_json(os.path.join(path, "metrics.json")), card)
         logger.info("loaded %s from %s in %.1f s", name, path, time.perf_counter() - start)

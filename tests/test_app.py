@@ -29,7 +29,7 @@ from deepfake_detector.render import COLOURS, draw_faces
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 TWO_FACES, ONE_FACE, NO_FACE = (os.path.join(EXAMPLES, name) for name in
                                 ("two-faces.jpg", "real-ffhq.jpg", "no-face-landscape.jpg"))
-THRESHOLDS = {"fake": 0.6, "real": 0.4}  # what tests/helpers.py writes into every tiny model's metrics.json
+THRESHOLDS = {"fake": 0.6, "real": 0.4}  # what tests/helpers.py writes into every tiny model's config.json
 
 
 # ---------------------------------------------------------------------------------------------------------

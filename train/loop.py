@@ -297,6 +297,8 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     unwrapped = unwrapped.float().cpu()
 
     data_args, model_args = run_config["DataArguments"], run_config["ModelArguments"]
+    thresholds = ev.choose_thresholds(val_labels, ev.fake_probability_of(val_logits, temperature))
+    test_sources = np.asarray(splits["test"]["source"])[test_index]
     is_ensemble = isinstance(unwrapped, DeepfakeEnsembleForImageClassification)
     metrics = {
         "model": model_args["model"],
@@ -310,10 +312,12 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
         "data": {"sources": list(data_args["data"]), "datasets": [source_name(s) for s in data_args["data"]],
                  "counts": counts, "scrub": {k: scrub_report[k] for k in ("images_in", "images_kept", "dropped_by_reason")}},
         "test": test,
-        "per_source": ev.per_source_metrics(test_labels, p_test, np.asarray(splits["test"]["source"])[test_index]),
+        "per_source": ev.per_source_metrics(test_labels, p_test, test_sources),
         "robustness": robustness,
         "temperature": temperature,
-        "thresholds": ev.choose_thresholds(val_labels, ev.fake_probability_of(val_logits, temperature)),
+        "thresholds": thresholds,
+        # At those thresholds, on test: how often the verdict is "uncertain", how often a committed one is right.
+        "verdicts": ev.verdicts_by_source(test_labels, p_test, test_sources, thresholds),
         "training": {
             "epochs": train_args.epochs, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
             "wall_time_s": round(state["train_seconds"], 1),
@@ -327,7 +331,8 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     if model_args["pretrained"]:
         metrics["base_model"] = f"timm/{unwrapped.pretrained_cfg['architecture']}"
 
-    save_model(unwrapped, work, dtype=getattr(torch, train_args.save_dtype))
+    # config.json carries the thresholds: the app and pipeline() users read them there.
+    save_model(unwrapped, work, dtype=getattr(torch, train_args.save_dtype), thresholds=thresholds)
     metrics["files"] = ev.save_plots(work, test, state["history"], test_labels, p_test)
     write_json(os.path.join(work, "metrics.json"), metrics)
     write_json(os.path.join(work, "scrub_report.json"), scrub_report)
