@@ -15,7 +15,6 @@ never a stack trace. `build_demo` takes any {name: folder}, so tests run the app
 import argparse
 import functools
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detector import explain
+from deepfake_detector.card import models_markdown
 from deepfake_detector.images import DataError
 from deepfake_detector.inference import (BATCH_COLUMNS, agreement, choose, compare_models, default_model,
                                          load_detectors, main_face, score_faces, score_files, verdict)
@@ -40,8 +40,6 @@ VIDEO_SAMPLES = (4, 64, 16)
 # their own limit of one (concurrency_id), so they cannot starve quick detections.
 QUEUE_OPTIONS = {"default_concurrency_limit": 2, "max_size": 64}
 LAUNCH_OPTIONS = {"theme": gr.themes.Soft(), "max_file_size": "200mb"}  # 200 MB: our own limits say it better
-LICENCE = ("CC BY-NC 4.0 — non-commercial use only: the real training faces are FFHQ (CC BY-NC-SA 4.0), "
-           "the StyleGAN fakes CC BY-NC 4.0, the CIPLab composites research-only")
 logger = logging.getLogger(__name__)
 
 
@@ -193,42 +191,9 @@ def batch(detectors, files, model_name, progress=gr.Progress()):
     return summary, table, write_csv(rows, BATCH_COLUMNS)
 
 
-def _section(markdown, title):
-    """The body of the `## title` section of a markdown document ('' when absent)."""
-    match = re.search(rf"^## {re.escape(title)}\s*$(.*?)(?=^## |\Z)", markdown, flags=re.MULTILINE | re.DOTALL)
-    return match.group(1).strip() if match else ""
-
-
-def _number(value, digits=3):
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
-
-
 def model_cards(detectors):
     """One section per model: where it was loaded from, test metrics, data, licence, limitations, Hub link."""
-    from hub.card import model_card
-
-    parts = [f"Licence of every model: {LICENCE}. A score is a probability, not proof: keep a person in the loop."]
-    for d in detectors.values():
-        m, test = d.metrics, d.metrics.get("test") or {}
-        link = f"[{d.repo_id}](https://huggingface.co/{d.repo_id})" if d.repo_id else "not on the Hub"
-        datasets = ", ".join((m.get("data") or {}).get("datasets") or []) or "not recorded"
-        counts = (m.get("data") or {}).get("counts") or {}
-        images = sum(sum(v for v in c.values() if isinstance(v, (int, float))) for c in counts.values())
-        t = d.thresholds
-        rows = [
-            ("Loaded from", f"{d.source} (`{d.path}`)"), ("Hub", link),
-            ("Architecture", f"{m.get('architecture', '–')}, {m.get('image_size', '–')} px input"),
-            ("Test accuracy / ROC-AUC", f"{_number(test.get('accuracy'))} / {_number(test.get('auc'))} "
-                                        f"on {test.get('n', '–')} images"),
-            ("Calibration error (ECE) after temperature scaling", _number(test.get("ece_after"))),
-            ("Verdict thresholds", f"fake if P(fake) ≥ {t['fake']:.2f}, real if ≤ {t['real']:.2f}"),
-            ("Training data", f"{datasets} ({images} images)" if images else datasets),
-            ("CPU time per image", f"{_number((m.get('inference') or {}).get('cpu_ms_per_image'), 1)} ms"),
-        ]
-        limitations = _section(d.card, "Limitations") or _section(model_card(m), "Limitations")
-        table = ["| about the model | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
-        parts.append("\n".join([f"## {d.name}", "", *table, "", "### Limitations", "", limitations]))
-    return "\n\n".join(parts)
+    return models_markdown(detectors.values())
 
 
 def event(function, detectors):

@@ -1,22 +1,23 @@
-"""Model cards and the Space header, as pure functions: a dict in, markdown out.
+"""The one renderer of a run's figures: the model card, the run report's tables and the app's Models tab.
 
-- `model_card(metrics, repo_id=...)`: the README.md of a model repo, from the `metrics.json` a training run
-  writes (every number in it comes from that dict; a missing key drops its section, never prints "None").
-- `space_front_matter(models=...)` + `update_front_matter(readme, front_matter)`: the YAML header the Space
-  reads from the project's README.md, written above the human README without touching its body.
+    card = model_card(metrics, repo_id="user/deepfake-xception")   # README.md of a model repo
+    data = card_data(metrics)                                      # its front matter: ModelCardData + EvalResults
+    text = models_markdown(detectors)                              # the app's Models tab, from the same sections
 
-`python -m hub push` writes the card into a model folder that has none; `python -m hub space-readme`
-refreshes the project README's header. Tests parse both back with `huggingface_hub.ModelCard`.
+Pure functions of the `metrics.json` a training run writes (every number comes from that dict; a missing key
+drops its section, never prints "None"); `fmt` is the one number formatter. `python -m hub push` writes the
+card into a model folder that has none; train/evaluate.py builds report.md from the same sections. Tests
+parse the card back with `huggingface_hub.ModelCard`.
 """
 
 import math
-import re
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import PurePosixPath
 
-import yaml
+from huggingface_hub import EvalResult, ModelCardData
 
 LICENSE = "cc-by-nc-4.0"  # FFHQ reals are CC BY-NC-SA 4.0, StyleGAN fakes CC BY-NC 4.0, CIPLab research-only
+LICENSE_TERMS = ("CC BY-NC 4.0 — non-commercial use only: the real training faces are FFHQ (CC BY-NC-SA 4.0), "
+                 "the StyleGAN fakes CC BY-NC 4.0, the CIPLab composites research-only")
 DEFAULT_REPO_ID = "your-username/deepfake-detector"  # only for snippets of a card made without a repo id
 
 # What each training set is, for cards of runs whose metrics.json names it (metrics["data"]["licenses"] wins).
@@ -51,29 +52,34 @@ PLOTS = {"confusion_matrix.png": "Confusion matrix", "roc.png": "ROC curve", "tr
 
 
 # ---- number formatting: a missing or non-finite value never prints as None/nan ---------------------------
-def _number(value) -> float | None:
+def number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return value
 
 
-def _fmt(value, digits: int = 4) -> str:
-    value = _number(value)
+def fmt(value, digits: int = 4) -> str:
+    value = number(value)
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _count(value) -> str:
-    value = _number(value)
+def percent(value, digits: int = 0) -> str:
+    value = number(value)
+    return "–" if value is None else f"{value:.{digits}%}"
+
+
+def count(value) -> str:
+    value = number(value)
     return "–" if value is None else str(round(value))
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _get(metrics: dict, *keys, default=None):
+def get(metrics: dict, *keys, default=None):
     """metrics[k1][k2]… or default when any level is missing."""
     for key in keys:
         if not isinstance(metrics, dict) or metrics.get(key) is None:
@@ -88,8 +94,8 @@ def _library(metrics: dict) -> str:
 
 
 def _dataset_names(metrics: dict) -> list[str]:
-    sources = _get(metrics, "data", "sources", default=[])
-    names = _get(metrics, "data", "datasets") or [PurePosixPath(source).name for source in sources]
+    sources = get(metrics, "data", "sources", default=[])
+    names = get(metrics, "data", "datasets") or [PurePosixPath(source).name for source in sources]
     return [str(name) for name in names]
 
 
@@ -100,41 +106,36 @@ def _model_name(metrics: dict, repo_id: str | None) -> str:
 
 
 # ---- front matter ----------------------------------------------------------------------------------------
-def card_metadata(metrics: dict, *, repo_id: str | None = None) -> dict:
-    """The YAML front matter of a model card, as a dict."""
+def card_data(metrics: dict, *, repo_id: str | None = None) -> ModelCardData:
+    """The YAML front matter of a model card: huggingface_hub's ModelCardData, test figures as EvalResults."""
     library = _library(metrics)
     tags = ["deepfake-detection", "fake-face-detection", "image-classification", library]
     if metrics.get("model") == "ensemble":
         tags.append("custom_code")
-    meta = {"library_name": library, "pipeline_tag": "image-classification", "license": LICENSE, "tags": tags}
-    if datasets := _dataset_names(metrics):
-        meta["datasets"] = datasets
-    if metrics.get("pretrained") is True and metrics.get("base_model"):
-        meta["base_model"] = metrics["base_model"]
-    meta["metrics"] = ["accuracy", "recall", "roc_auc"]
-    if results := _eval_results(metrics):
-        meta["model-index"] = [{"name": _model_name(metrics, repo_id), "results": results}]
-    return meta
+    results = _eval_results(metrics)
+    return ModelCardData(
+        library_name=library, pipeline_tag="image-classification", license=LICENSE, tags=tags,
+        datasets=_dataset_names(metrics) or None,
+        base_model=metrics["base_model"] if metrics.get("pretrained") is True and metrics.get("base_model") else None,
+        metrics=["accuracy", "recall", "roc_auc"],
+        model_name=_model_name(metrics, repo_id) if results else None, eval_results=results or None,
+    )
 
 
-def _eval_result(dataset_type: str, dataset_name: str, scores: dict) -> dict | None:
-    names = {"accuracy": ("accuracy", "Accuracy"), "weighted_recall": ("recall", "Weighted recall"),
-             "auc": ("roc_auc", "ROC-AUC")}
-    found = [{"type": kind, "value": _number(scores.get(key)), "name": label}
-             for key, (kind, label) in names.items() if _number(scores.get(key)) is not None]
-    if not found:
-        return None
-    task = {"type": "image-classification", "name": "Image Classification"}
-    return {"task": task, "dataset": {"type": dataset_type, "name": dataset_name, "split": "test"}, "metrics": found}
+EVAL_METRICS = {"accuracy": ("accuracy", "Accuracy"), "weighted_recall": ("recall", "Weighted recall"),
+                "auc": ("roc_auc", "ROC-AUC")}
 
 
-def _eval_results(metrics: dict) -> list[dict]:
+def _eval_results(metrics: dict) -> list[EvalResult]:
     datasets = _dataset_names(metrics)
     test_name = f"held-out test split ({', '.join(datasets)})" if datasets else "held-out test split"
-    results = [_eval_result("+".join(datasets) or "test", test_name, metrics.get("test") or {})]
-    for name, scores in (metrics.get("extra_evaluations") or {}).items():
-        results.append(_eval_result(name, name, scores or {}))
-    return [result for result in results if result is not None]
+    evaluations = [("+".join(datasets) or "test", test_name, metrics.get("test") or {})]
+    evaluations += [(name, name, scores or {}) for name, scores in (metrics.get("extra_evaluations") or {}).items()]
+    return [EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type=dataset_type,
+                       dataset_name=dataset_name, dataset_split="test", metric_type=kind, metric_name=label,
+                       metric_value=number(scores.get(key)))
+            for dataset_type, dataset_name, scores in evaluations
+            for key, (kind, label) in EVAL_METRICS.items() if number(scores.get(key)) is not None]
 
 
 # ---- sections --------------------------------------------------------------------------------------------
@@ -147,20 +148,20 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
     elif "pretrained" in metrics:
         origin = " It was trained from scratch"
     else:
-        origin = " It was trained" if _number(metrics.get("image_size")) else ""
+        origin = " It was trained" if number(metrics.get("image_size")) else ""
     labels = metrics.get("labels") or {"0": "fake", "1": "real"}
     label_text = ", ".join(f"`{i}` = {name}" for i, name in sorted(labels.items()))
-    size = _count(metrics.get("image_size"))
-    at_size = f" at {size}×{size} px" if _number(metrics.get("image_size")) else ""
+    size = count(metrics.get("image_size"))
+    at_size = f" at {size}×{size} px" if number(metrics.get("image_size")) else ""
     lines = [f"# {_model_name(metrics, repo_id)}", "",
              f"An image classifier ({kind}) that estimates whether a face image is real or generated/manipulated "
              f"(a \"deepfake\").{origin}{at_size}{'.' if origin else ''} Labels: {label_text}."]
     test = metrics.get("test") or {}
-    if _number(test.get("accuracy")) is not None:
-        scores = f"accuracy {_fmt(test['accuracy'])}"
-        if _number(test.get("auc")) is not None:
-            scores += f", ROC-AUC {_fmt(test['auc'])}"
-        on = f"{_count(test['n'])} held-out test images" if _number(test.get("n")) else "the held-out test split"
+    if number(test.get("accuracy")) is not None:
+        scores = f"accuracy {fmt(test['accuracy'])}"
+        if number(test.get("auc")) is not None:
+            scores += f", ROC-AUC {fmt(test['auc'])}"
+        on = f"{count(test['n'])} held-out test images" if number(test.get("n")) else "the held-out test split"
         lines += ["", f"Test {scores} on {on}."]
     return "\n".join(lines)
 
@@ -178,12 +179,12 @@ def _intended_use() -> str:
     ])
 
 
-def _training_data(metrics: dict) -> str:
+def training_data(metrics: dict) -> str:
     datasets = _dataset_names(metrics)
-    counts = _get(metrics, "data", "counts") or {}
+    counts = get(metrics, "data", "counts") or {}
     if not datasets and not counts:
         return ""
-    licenses = _get(metrics, "data", "licenses") or {}
+    licenses = get(metrics, "data", "licenses") or {}
     lines = ["## Training data", ""]
     for name in datasets:
         known = KNOWN_DATASETS.get(name, {})
@@ -194,20 +195,20 @@ def _training_data(metrics: dict) -> str:
         rows = []
         for split, per_label in counts.items():
             per_label = per_label or {}
-            total = sum(v for v in per_label.values() if _number(v) is not None)
-            rows.append([split, _count(per_label.get("fake")), _count(per_label.get("real")), _count(total)])
+            total = sum(v for v in per_label.values() if number(v) is not None)
+            rows.append([split, count(per_label.get("fake")), count(per_label.get("real")), count(total)])
         lines += ["", "Images per split:", "",
-                  _table(["split", "fake", "real", "total"], rows)]
+                  table(["split", "fake", "real", "total"], rows)]
     lines += ["", "A model trained on these images inherits their non-commercial terms."]
     return "\n".join(lines)
 
 
 def _metrics_table(test: dict) -> str:
-    rows = [[label, _fmt(test.get(key))] for key, label in [
+    rows = [[label, fmt(test.get(key))] for key, label in [
         ("accuracy", "Accuracy"), ("weighted_recall", "Weighted recall"), ("auc", "ROC-AUC"),
         ("ece_before", "ECE before calibration"), ("ece_after", "ECE after calibration")]
-        if _number(test.get(key)) is not None]
-    return _table(["metric", "value"], rows) if rows else ""
+        if number(test.get(key)) is not None]
+    return table(["metric", "value"], rows) if rows else ""
 
 
 def _classification_report(report: dict) -> str:
@@ -215,11 +216,11 @@ def _classification_report(report: dict) -> str:
     for name in ("fake", "real", "macro avg", "weighted avg"):
         scores = report.get(name)
         if isinstance(scores, dict):
-            values = [_fmt(scores.get(k)) for k in ("precision", "recall", "f1-score")]
-            rows.append([name, *values, _count(scores.get("support"))])
-    if _number(report.get("accuracy")) is not None:
-        rows.append(["accuracy", "", "", _fmt(report["accuracy"]), ""])
-    return _table(["class", "precision", "recall", "f1-score", "support"], rows) if rows else ""
+            values = [fmt(scores.get(k)) for k in ("precision", "recall", "f1-score")]
+            rows.append([name, *values, count(scores.get("support"))])
+    if number(report.get("accuracy")) is not None:
+        rows.append(["accuracy", "", "", fmt(report["accuracy"]), ""])
+    return table(["class", "precision", "recall", "f1-score", "support"], rows) if rows else ""
 
 
 def _confusion_matrix(matrix) -> str:
@@ -227,68 +228,87 @@ def _confusion_matrix(matrix) -> str:
         (fake_fake, fake_real), (real_fake, real_real) = matrix
     except (TypeError, ValueError):
         return ""
-    return _table(["true \\ predicted", "fake", "real"],
-                  [["fake", _count(fake_fake), _count(fake_real)], ["real", _count(real_fake), _count(real_real)]])
+    return table(["true \\ predicted", "fake", "real"],
+                  [["fake", count(fake_fake), count(fake_real)], ["real", count(real_fake), count(real_real)]])
 
 
 def _per_source(per_source: dict) -> str:
-    rows = [[f"`{name}`", _count(scores.get("n")), _fmt(scores.get("accuracy")), _fmt(scores.get("auc"))]
+    rows = [[f"`{name}`", count(scores.get("n")), fmt(scores.get("accuracy")), fmt(scores.get("auc"))]
             for name, scores in per_source.items() if isinstance(scores, dict)]
-    return _table(["source", "images", "accuracy", "ROC-AUC"], rows) if rows else ""
+    return table(["source", "images", "accuracy", "ROC-AUC"], rows) if rows else ""
+
+
+def verdicts_table(verdicts: dict) -> str:
+    """Per source and overall: images, share of uncertain verdicts, accuracy of the committed ones."""
+    rows = [[f"`{name}`", count(v.get("n")), percent(v.get("uncertain_share")), percent(v.get("committed_accuracy"))]
+            for name, v in (verdicts.get("per_source") or {}).items() if isinstance(v, dict)]
+    if isinstance(overall := verdicts.get("overall"), dict):
+        rows.append(["all", count(overall.get("n")), percent(overall.get("uncertain_share")),
+                     percent(overall.get("committed_accuracy"))])
+    return table(["source", "images", "uncertain", "committed verdicts right"], rows) if rows else ""
 
 
 def _robustness(robustness: dict) -> str:
     """Rows of accuracy (and AUC) per condition; values are {"accuracy", "auc"} dicts or bare accuracies."""
     scores = {key: value if isinstance(value, dict) else {"accuracy": value} for key, value in robustness.items()}
-    clean = _number(scores.get("clean", {}).get("accuracy"))
+    clean = number(scores.get("clean", {}).get("accuracy"))
     rows = []
     for key, value in scores.items():
-        accuracy = _number(value.get("accuracy"))
+        accuracy = number(value.get("accuracy"))
         if accuracy is None:
             continue
         change = "" if clean is None or key == "clean" else f"{accuracy - clean:+.4f}"
-        rows.append([ROBUSTNESS_LABELS.get(key, key), _fmt(accuracy), _fmt(value.get("auc")), change])
-    return _table(["test images", "accuracy", "ROC-AUC", "accuracy change vs clean"], rows) if rows else ""
+        rows.append([ROBUSTNESS_LABELS.get(key, key), fmt(accuracy), fmt(value.get("auc")), change])
+    return table(["test images", "accuracy", "ROC-AUC", "accuracy change vs clean"], rows) if rows else ""
 
 
-def _evaluation(metrics: dict) -> str:
+def evaluation(metrics: dict) -> str:
     test = metrics.get("test") or {}
     parts = []
-    if table := _metrics_table(test):
-        n = f" ({_count(test['n'])} images)" if _number(test.get("n")) else ""
-        parts.append(f"On the held-out test split{n}:\n\n{table}")
+    if block := _metrics_table(test):
+        n = f" ({count(test['n'])} images)" if number(test.get("n")) else ""
+        parts.append(f"On the held-out test split{n}:\n\n{block}")
     calibration = []
-    if _number(metrics.get("temperature")) is not None:
+    if number(metrics.get("temperature")) is not None:
         calibration.append(f"temperature scaling, T = {metrics['temperature']:g}")
-    if thresholds := {k: v for k, v in (metrics.get("thresholds") or {}).items() if _number(v) is not None}:
+    if thresholds := {k: v for k, v in (metrics.get("thresholds") or {}).items() if number(v) is not None}:
         calibration.append("decision thresholds " + ", ".join(f"`{k}`: {v:g}" for k, v in thresholds.items()))
         reached = {k: v for k, v in ((metrics.get("thresholds") or {}).get("validation_precision") or {}).items()
-                   if _number(v) is not None}
+                   if number(v) is not None}
         if reached:
             calibration.append("verdicts right on validation: " + ", ".join(f"{k} {v:.0%}" for k, v in reached.items()))
     if calibration:
         parts.append("Calibration: " + "; ".join(calibration) + ".")
-    if table := _classification_report(test.get("classification_report") or {}):
-        parts.append(f"### Classification report\n\n{table}")
-    if table := _confusion_matrix(test.get("confusion_matrix")):
-        parts.append(f"### Confusion matrix\n\n{table}")
+    if block := _classification_report(test.get("classification_report") or {}):
+        parts.append(f"### Classification report\n\n{block}")
+    if block := _confusion_matrix(test.get("confusion_matrix")):
+        parts.append(f"### Confusion matrix\n\n{block}")
     files = metrics.get("files") or []
     if plots := [f"![{label}]({name})" for name, label in PLOTS.items() if name in files]:
         parts.append("\n\n".join(plots))
-    if table := _per_source(metrics.get("per_source") or {}):
-        parts.append(f"### Per source\n\n{table}")
-    if table := _robustness(metrics.get("robustness") or {}):
-        parts.append(f"### Robustness\n\nAccuracy on the test split after degrading every image:\n\n{table}")
+    if block := _per_source(metrics.get("per_source") or {}):
+        parts.append(f"### Per source\n\n{block}")
+    if block := _robustness(metrics.get("robustness") or {}):
+        parts.append(f"### Robustness\n\nAccuracy on the test split after degrading every image:\n\n{block}")
+    if block := verdicts_table(metrics.get("verdicts") or {}):
+        t = metrics["verdicts"]["thresholds"]
+        parts.append(f"### Verdicts at the model's thresholds\n\nOn the test split, fake if P(fake) ≥ {fmt(t['fake'], 2)}, "
+                     f"real if ≤ {fmt(t['real'], 2)}, uncertain between: how often the verdict is *uncertain*, and how "
+                     f"often a committed verdict (fake or real) is right.\n\n{block}")
     extra = metrics.get("extra_evaluations") or {}
-    if table := _per_source(extra):
-        parts.append(f"### Other test sets\n\n{table}")
+    if block := _per_source(extra):
+        parts.append(f"### Other test sets\n\n{block}")
     return "## Evaluation\n\n" + "\n\n".join(parts) if parts else ""
 
 
-def _limitations(metrics: dict) -> str:
+def limitations(metrics: dict) -> str:
+    return "## Limitations\n\n" + limitations_text(metrics)
+
+
+def limitations_text(metrics: dict) -> str:
     datasets = _dataset_names(metrics)
     seen = [KNOWN_DATASETS.get(name, {}).get("seen", f"the fakes of `{name}`") for name in datasets]
-    lines = ["## Limitations", ""]
+    lines = []
     if seen:
         lines += ["Fakes it has seen in training: " + "; ".join(dict.fromkeys(seen)) + ".", ""]
     lines += ["Not seen in training, so expect unreliable scores on:", ""] + [f"- {item}" for item in NOT_SEEN]
@@ -298,10 +318,10 @@ def _limitations(metrics: dict) -> str:
                      "a photo.")
     if len(metrics.get("per_source") or {}) > 1:
         notes.append("Accuracy differs between sources (see *Per source*).")
-    n, accuracy = _number(_get(metrics, "test", "n")), _number(_get(metrics, "test", "accuracy"))
+    n, accuracy = number(get(metrics, "test", "n")), number(get(metrics, "test", "accuracy"))
     if n and accuracy is not None:
         margin = 1.96 * math.sqrt(accuracy * (1 - accuracy) / n)  # normal approximation of a binomial proportion
-        notes.append(f"With {_count(n)} test images, the test accuracy is known to about ±{margin:.3f} "
+        notes.append(f"With {count(n)} test images, the test accuracy is known to about ±{margin:.3f} "
                      "(95% interval); differences smaller than that between models or conditions are noise.")
     return "\n".join(lines + (["", " ".join(notes)] if notes else []))
 
@@ -312,7 +332,11 @@ def _how_to_use(metrics: dict, repo_id: str | None) -> str:
     trust = ", trust_remote_code=True" if remote else ""
     lines = ["## How to use", "", "```python", "from transformers import pipeline", "",
              f'detector = pipeline("image-classification", model="{repo_id}"{trust})',
-             'detector("face.jpg")  # [{"label": "fake", "score": ...}, {"label": "real", "score": ...}]', "```"]
+             'detector("face.jpg")  # [{"label": "fake", "score": ...}, {"label": "real", "score": ...}]', "```",
+             "", "The verdict thresholds chosen on validation travel in `config.json` (`verdict_thresholds`); with "
+             "this project's core installed, one call turns the output into fake / uncertain / real:", "",
+             "```python", "from deepfake_detector.inference import verdict", "",
+             'verdict(detector("face.jpg"), detector.model.config)  # "fake", "real" or "uncertain"', "```"]
     if remote:
         lines += ["", "`trust_remote_code=True` runs the ensemble's modelling code from this repo "
                   "(`modeling_deepfake_ensemble.py`); read it first, or pin a `revision`."]
@@ -324,28 +348,28 @@ def _how_to_use(metrics: dict, repo_id: str | None) -> str:
     return "\n".join(lines)
 
 
-def _training_details(metrics: dict) -> str:
+def training_details(metrics: dict) -> str:
     training = metrics.get("training") or {}
-    epochs = _number(training.get("epochs"))
+    epochs = number(training.get("epochs"))
     items = []
     if epochs is not None:
-        ran = _number(training.get("epochs_run"))
-        text = _count(epochs) + (f" ({_count(ran)} run)" if ran is not None and ran != epochs else "")
-        if _number(training.get("best_epoch")) is not None:
-            text += f", best validation score at epoch {_count(training['best_epoch'])}"
+        ran = number(training.get("epochs_run"))
+        text = count(epochs) + (f" ({count(ran)} run)" if ran is not None and ran != epochs else "")
+        if number(training.get("best_epoch")) is not None:
+            text += f", best validation score at epoch {count(training['best_epoch'])}"
         items.append(("Epochs", text))
-    if _number(metrics.get("image_size")) is not None:
-        items.append(("Image size", f"{_count(metrics['image_size'])} × {_count(metrics['image_size'])} px"))
-    if _number(training.get("wall_time_s")) is not None:
+    if number(metrics.get("image_size")) is not None:
+        items.append(("Image size", f"{count(metrics['image_size'])} × {count(metrics['image_size'])} px"))
+    if number(training.get("wall_time_s")) is not None:
         minutes = training["wall_time_s"] / 60
         items.append(("Training time", f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"))
-    if _number(training.get("train_images_per_s")) is not None:
+    if number(training.get("train_images_per_s")) is not None:
         items.append(("Throughput", f"{training['train_images_per_s']:.1f} training images/s"))
     if training.get("device"):
         items.append(("Machine", str(training["device"])))
-    if _number(training.get("seed")) is not None:
-        items.append(("Seed", _count(training["seed"])))
-    if _number(_get(metrics, "inference", "cpu_ms_per_image")) is not None:
+    if number(training.get("seed")) is not None:
+        items.append(("Seed", count(training["seed"])))
+    if number(get(metrics, "inference", "cpu_ms_per_image")) is not None:
         items.append(("CPU inference", f"{metrics['inference']['cpu_ms_per_image']:.1f} ms per image"))
     if not items:
         return ""
@@ -353,7 +377,7 @@ def _training_details(metrics: dict) -> str:
 
 
 def _reproduce(metrics: dict) -> str:
-    command = _get(metrics, "training", "command")
+    command = get(metrics, "training", "command")
     if not command:
         return ""
     return f"## Reproduce\n\nFrom the root of the project's repository:\n\n```bash\n{command}\n```"
@@ -367,73 +391,42 @@ def _notes(metrics: dict) -> str:
 
 def model_card(metrics: dict, *, repo_id: str | None = None) -> str:
     """The README.md of a model repo, built only from a run's metrics.json (see module docstring)."""
-    sections = [_summary(metrics, repo_id), _intended_use(), _training_data(metrics), _evaluation(metrics),
-                _limitations(metrics), _how_to_use(metrics, repo_id), _training_details(metrics), _notes(metrics),
+    sections = [_summary(metrics, repo_id), _intended_use(), training_data(metrics), evaluation(metrics),
+                limitations(metrics), _how_to_use(metrics, repo_id), training_details(metrics), _notes(metrics),
                 _reproduce(metrics)]
     body = "\n\n".join(section for section in sections if section)
-    return render_front_matter(card_metadata(metrics, repo_id=repo_id)) + "\n" + body + "\n"
+    return f"---\n{card_data(metrics, repo_id=repo_id).to_yaml()}\n---\n\n{body}\n"
 
 
-# ---- front matter in general and the Space header --------------------------------------------------------
-FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?\r?\n)?---[ \t]*(\r?\n|\Z)", re.DOTALL)
+# ---- the app's Models tab ---------------------------------------------------------------------------------
+def model_facts(detector) -> list[tuple[str, str]]:
+    """(what, value) rows about one loaded model (an `inference.Detector`): where it came from, its figures."""
+    m, test = detector.metrics, detector.metrics.get("test") or {}
+    link = f"[{detector.repo_id}](https://huggingface.co/{detector.repo_id})" if detector.repo_id else "not on the Hub"
+    datasets = ", ".join(_dataset_names(m)) or "not recorded"
+    counts = get(m, "data", "counts") or {}
+    images = sum(sum(v for v in c.values() if number(v) is not None) for c in counts.values())
+    t = detector.thresholds
+    rows = [
+        ("Loaded from", f"{detector.source} (`{detector.path}`)"), ("Hub", link),
+        ("Architecture", f"{m.get('architecture', '–')}, {m.get('image_size', '–')} px input"),
+        ("Test accuracy / ROC-AUC", f"{fmt(test.get('accuracy'), 3)} / {fmt(test.get('auc'), 3)} "
+                                    f"on {count(test.get('n'))} images"),
+        ("Calibration error (ECE) after temperature scaling", fmt(test.get("ece_after"), 3)),
+        ("Verdict thresholds", f"fake if P(fake) ≥ {t['fake']:.2f}, real if ≤ {t['real']:.2f}"),
+    ]
+    if isinstance(overall := get(m, "verdicts", "overall"), dict):
+        rows.append(("Test verdicts at those thresholds", f"{percent(overall.get('uncertain_share'))} uncertain; "
+                                                          f"{percent(overall.get('committed_accuracy'))} of the rest right"))
+    rows += [("Training data", f"{datasets} ({images} images)" if images else datasets),
+             ("CPU time per image", f"{fmt(get(m, 'inference', 'cpu_ms_per_image'), 1)} ms")]
+    return rows
 
 
-def render_front_matter(data: dict) -> str:
-    return "---\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120) + "---\n"
-
-
-def split_front_matter(text: str) -> tuple[dict, str]:
-    """(front matter as a dict, body) of a README; ({}, text) when it has none."""
-    match = FRONT_MATTER.match(text)
-    if not match:
-        return {}, text
-    return yaml.safe_load(match.group(1) or "") or {}, text[match.end():]
-
-
-def update_front_matter(text: str, front_matter: dict) -> str:
-    """`text` with `front_matter` merged over its YAML header (added if missing); the body is kept as is."""
-    current, body = split_front_matter(text)
-    return render_front_matter({**current, **front_matter}) + body
-
-
-def _gradio_version() -> str | None:
-    try:
-        return version("gradio")  # the installed version, without the cost of importing gradio
-    except PackageNotFoundError:
-        return None
-
-
-def _check_short_description(text: str) -> None:
-    if len(text) > 60:
-        raise ValueError(f"short_description must be 60 characters at most (the Hub refuses longer): "
-                         f"{text!r} has {len(text)}")
-
-
-def space_front_matter(*, models: list[str], title: str = "Deepfake Image Detector", emoji: str = "🕵️",
-                       color_from: str = "indigo", color_to: str = "gray", sdk_version: str | None = None,
-                       license: str = LICENSE,
-                       short_description: str = "Is this face real or generated? Three detectors, explained.",
-                       pinned: bool = False) -> dict:
-    """The Space configuration header (https://huggingface.co/docs/hub/spaces-config-reference)."""
-    _check_short_description(short_description)
-    header = {"title": title, "emoji": emoji, "colorFrom": color_from, "colorTo": color_to, "sdk": "gradio"}
-    if sdk_version := sdk_version or _gradio_version():
-        header["sdk_version"] = sdk_version
-    header.update({"app_file": "app.py", "pinned": pinned, "license": license,
-                   "short_description": short_description, "models": list(models)})
-    return header
-
-
-# Keys the code owns and rewrites on every refresh; the others (title, emoji, colours, description, pinned)
-# belong to whoever edits the README and are only filled in when missing.
-SPACE_OWNED_KEYS = ("sdk", "sdk_version", "app_file", "license", "models")
-
-
-def refresh_space_header(text: str, *, models: list[str]) -> str:
-    """README text with its Space header up to date (see SPACE_OWNED_KEYS); the body is kept as is."""
-    current, _ = split_front_matter(text)
-    header = space_front_matter(models=models)
-    owned = {key: header[key] for key in SPACE_OWNED_KEYS if key in header}
-    merged = {**header, **current, **owned}
-    _check_short_description(str(merged.get("short_description", "")))
-    return update_front_matter(text, merged)
+def models_markdown(detectors) -> str:
+    """One section per loaded model: its facts and limitations, rendered from metrics.json as the card is."""
+    parts = [f"Licence of every model: {LICENSE_TERMS}. A score is a probability, not proof: keep a person in the loop."]
+    for detector in detectors:
+        facts = table(["about the model", ""], [[what, value] for what, value in model_facts(detector)])
+        parts.append(f"## {detector.name}\n\n{facts}\n\n### Limitations\n\n{limitations_text(detector.metrics)}")
+    return "\n\n".join(parts)
