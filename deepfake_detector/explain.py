@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lime import lime_image
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 from skimage.segmentation import find_boundaries, slic
 
 from deepfake_detector.images import LABEL2ID, load_image, to_rgb
@@ -450,10 +450,9 @@ def layer_overlay(classifier, image, layer_names=None):
 
 def _display(image):
     """The upload at its own size, or scaled down to MAX_DISPLAY_SIDE on its longer side."""
-    scale = MAX_DISPLAY_SIDE / max(image.size)
-    if scale >= 1:
+    if max(image.size) <= MAX_DISPLAY_SIDE:
         return image
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    return ImageOps.contain(image, (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE), Image.BILINEAR)
 
 
 def _scale_box(box, size, display_size):
