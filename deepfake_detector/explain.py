@@ -1,7 +1,7 @@
 """Why did the detector say fake? LIME, Grad-CAM, feature maps and per-layer activations, as PIL images.
 
     from deepfake_detector.explain import lime_explanation, grad_cam, conv_stages, feature_maps, layer_overlay, HOW_TO_READ
-    classifier = train.evaluate.load_pipeline("runs/xception")
+    classifier = deepfake_detector.inference.load_pipeline("runs/xception")
     overlay, info = lime_explanation(classifier, image)          # superpixels: red pushes to fake, green to real
     overlay, info = grad_cam(classifier, image)                  # where the last conv stage sees "fake"
     grid = feature_maps(classifier, image, next(iter(conv_stages(classifier))))
