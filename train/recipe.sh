@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The shipped models' recipe, one run after another; rerun the same command to --resume an interrupted run.
+#
+#   bash train/recipe.sh                      # CPU (what models/ was trained with: 2 cores, ~1.5 h)
+#   EXTRA="--mixed-precision bf16 --num-workers 8" bash train/recipe.sh     # a GPU
+#   LIMIT=150 bash train/recipe.sh            # stop cleanly after ~150 min; run again later to continue
+#
+# DATA (default ../shared/data) holds the six image-folder sets; OUT (default runs) gets one folder per model.
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+OUT=${OUT:-runs}
+EXTRA=${EXTRA:-}
+SOURCES=""
+for set in faces140k faces140k-extra ciplab stylegan2-thumbs lfw-faceswap sd-people; do SOURCES="$SOURCES --data $DATA/$set"; done
+# stylegan2-thumbs is 128 px, so --min-size 128 (150 would drop the whole set); --crop-faces scores the pixels
+# the app scores; --balance-sources 0.5 stops sd-people (5.3k images) from deciding the model alone.
+COMMON="$SOURCES --min-size 128 --crop-faces --balance-sources 0.5 $EXTRA"
+
+run() {  # run NAME ARGS...: skip a finished run, resume an interrupted one
+    local name=$1; shift
+    [ -d "$OUT/$name" ] && { echo "$OUT/$name is done"; return 0; }
+    local resume=""
+    [ -d "$OUT/$name.partial/checkpoint" ] && resume="--resume"
+    python -m train $COMMON "$@" --output "$OUT/$name" $resume ${LIMIT:+--time-limit-minutes $LIMIT}
+    [ -d "$OUT/$name" ]  # a time-limited stop leaves only the .partial folder: stop here, continue next time
+}
+
+run efficientnet-lite2 --model efficientnet-lite2 --pretrained --image-size 160 --epochs 4 --learning-rate 5e-4 \
+    --warmup-epochs 0.3 --patience 3 --num-workers 1
+run tuned-cnn --model tuned-cnn --image-size 128 --epochs 6 --patience 3 --num-workers 2
+run ensemble --model ensemble --members "$OUT/tuned-cnn" "$OUT/efficientnet-lite2" --flip-tta --epochs 1 \
+    --learning-rate 1e-2 --save-dtype float16 --num-workers 2
+run xception --model xception --width 0.5 --image-size 128 --epochs 6 --patience 3 --num-workers 2
