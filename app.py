@@ -37,7 +37,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 import explain
-from faces import crop_face, detect_faces
+from faces import crop_face, detect_faces, face_in_crop
 from train.data import DataError, load_image
 from train.evaluate import load_pipeline, pipeline_fake_probability, verdict
 
@@ -239,11 +239,14 @@ def detect(detectors, image, model_name, fake_threshold, real_threshold):
     return draw_faces(img, faces, p_fake, verdicts), "\n".join(lines), table
 
 
-def _main_face(img):
-    """The crop of the largest face (the whole image when there is none) and how to say which it is."""
+def _main_face(img, with_region=False):
+    """The crop of the largest face (the whole image when there is none) and how to say which it is; with
+    `with_region`, also the face's box inside the crop (None for the whole image)."""
     faces, crops = faces_and_crops(img)
     note = "the whole image (no face found)" if faces[0].whole_image else (
         "the face" if len(faces) == 1 else f"the largest of {len(faces)} faces")
+    if with_region:
+        return crops[0], note, None if faces[0].whole_image else face_in_crop(img.size, faces[0].box)
     return crops[0], note
 
 
@@ -294,8 +297,9 @@ def explain_lime(detectors, image, model_name, num_samples=explain.LIME_SAMPLES,
     img = read_image(image)
     detector = choose(detectors, model_name)
     num_samples = check_range(num_samples, LIME_SAMPLES[0], LIME_SAMPLES[1], "The number of LIME samples")
-    crop, note = _main_face(img)
-    overlay, info = explain.lime_explanation(detector.classifier, crop, num_samples=num_samples, progress=progress)
+    crop, note, region = _main_face(img, with_region=True)
+    overlay, info = explain.lime_explanation(detector.classifier, crop, num_samples=num_samples, progress=progress,
+                                             region=region)
     return overlay, _info_markdown(info, note)
 
 
