@@ -51,8 +51,8 @@ def find_models(folder, shipped_architectures=False):
 def untrained_shipped(root):
     """Random-weight models with the architectures the Space ships (train/models.py; xception at width 0.5 and
     128 px, as trained on 2 CPU cores), saved like a training run, with metrics.json thresholds 0.6 / 0.4."""
-    from hub.layout import save_model
-    from train.models import create_ensemble, create_model
+    from deepfake_detector.layout import save_model
+    from deepfake_detector.models import create_ensemble, create_model
 
     folders = {}
     for name, kwargs in (("tuned-cnn", {}), ("xception", {"width": 0.5, "image_size": 128})):

@@ -22,10 +22,10 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import explain  # noqa: E402
-from hub.layout import save_model  # noqa: E402
-from train.evaluate import load_pipeline  # noqa: E402
-from train.models import create_ensemble, create_model  # noqa: E402
+from deepfake_detector import explain  # noqa: E402
+from deepfake_detector.layout import save_model  # noqa: E402
+from deepfake_detector.inference import load_pipeline  # noqa: E402
+from deepfake_detector.models import create_ensemble, create_model  # noqa: E402
 
 NAMES = ("tuned-cnn", "xception", "ensemble")
 SHIPPED = {"tuned-cnn": {"width": 1.0, "image_size": 128}, "xception": {"width": 0.5, "image_size": 128}}

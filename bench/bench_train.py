@@ -23,9 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def measure_model(name, image_size, width, batch_size, steps, device, mixed_precision):
     import torch
 
-    from hub.layout import save_model
+    from deepfake_detector.layout import save_model
     from train.loop import set_train_mode
-    from train.models import create_model, logits_of, trainable_parameters
+    from deepfake_detector.models import create_model, logits_of
+    from train.models import trainable_parameters
 
     if name == "ensemble":
         root = tempfile.mkdtemp()
@@ -63,7 +64,7 @@ def measure_data(data, image_size, batch_size, workers, batches):
     import torch
 
     from train.data import Augment, ImageDataset, load_sources, scrub
-    from train.models import MODELS, data_config
+    from deepfake_detector.models import MODELS, data_config
 
     rows, _ = scrub(load_sources(data))
     dataset = ImageDataset(rows.shuffle(seed=0), data_config(MODELS["xception"], image_size), augment=Augment())

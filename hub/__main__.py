@@ -4,7 +4,8 @@
                               [--overwrite-card]
     python -m hub push-space --space-id user/deepfake-detector [--root .] [--private]
     python -m hub space-readme [--root .]       # refresh the Space header of README.md in place
-    python -m hub pull [--config hub/models.json]
+    python -m hub pull [--config models/models.json]
+    python -m hub set-thresholds FOLDER [FOLDER ...]    # metrics.json's verdict thresholds into config.json
 
 Exit codes: 0 done; 2 a mistake to fix (one `hub: error: ...` line says what to do); 1 the Hub failed or
 could not be reached, or (pull) a model resolved nowhere. The token is never printed.
@@ -40,8 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     readme = commands.add_parser("space-readme", help="refresh the Space header of README.md in place")
     readme.add_argument("--root", type=Path, default=Path("."), help="project root (default: current folder)")
 
+    thresholds = commands.add_parser("set-thresholds", help="write each folder's verdict thresholds (from its "
+                                     "metrics.json) into its config.json, where the app and pipeline() read them")
+    thresholds.add_argument("folders", nargs="+", type=Path, help="model folders written by python -m train")
+
     pull = commands.add_parser("pull", help="resolve the app's models and print where each one came from")
-    pull.add_argument("--config", type=Path, default=None, help="models list (default: hub/models.json)")
+    pull.add_argument("--config", type=Path, default=None, help="models list (default: models/models.json)")
     return parser
 
 
@@ -78,7 +83,7 @@ def _space_readme(args) -> int:
 
 
 def _pull(args) -> int:
-    from hub.pull import DEFAULT_CONFIG, ModelUnavailableError, read_config, resolve_model
+    from deepfake_detector.registry import DEFAULT_CONFIG, ModelUnavailableError, read_config, resolve_model
 
     config = args.config or DEFAULT_CONFIG
     if not config.is_file():
@@ -92,6 +97,19 @@ def _pull(args) -> int:
             missing += 1
             print(f"{entry.name}: missing ({error})")
     return 1 if missing else 0
+
+
+def _set_thresholds(args) -> int:
+    from deepfake_detector.images import DataError
+    from deepfake_detector.layout import set_thresholds
+
+    for folder in args.folders:
+        try:
+            t = set_thresholds(folder)
+        except DataError as error:
+            raise _UsageError(str(error)) from None
+        print(f"{folder}/config.json: fake if P(fake) ≥ {t['fake']:.2f}, real if ≤ {t['real']:.2f}")
+    return 0
 
 
 class _UsageError(ValueError):
@@ -119,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from hub.push import PushError
 
-    commands = {"push": _push, "push-space": _push_space, "space-readme": _space_readme, "pull": _pull}
+    commands = {"push": _push, "push-space": _push_space, "space-readme": _space_readme, "pull": _pull,
+                "set-thresholds": _set_thresholds}
     try:
         return commands[args.command](args)
     except (PushError, _UsageError) as error:

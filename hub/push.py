@@ -6,7 +6,7 @@
 A model folder is what training saves (config.json + model.safetensors + metrics.json + plots); its card
 (README.md) is written from metrics.json when the folder has none, never over an existing one unless asked.
 Only safetensors weights go up: a folder with pickled weights (*.bin, *.pt, …) is refused. The Space gets
-exactly `space_files(root)`, with the README's YAML header refreshed from hub/models.json on the way.
+exactly `space_files(root)`, with the README's YAML header refreshed from models/models.json on the way.
 
 User errors raise `PushError` (the CLI prints one line and exits 2); Hub errors propagate.
 """
@@ -27,11 +27,10 @@ SKIPPED_DIRS = {"checkpoints", "__pycache__", ".git", ".ipynb_checkpoints", ".ca
 SKIPPED_SUFFIXES = (".partial", ".pyc", ".tmp")
 SKIPPED_NAMES = {".DS_Store"}
 
-# The Space: these top-level files, these packages/folders whole, and every other top-level *.py module
-# (helpers app.py imports, e.g. faces.py) except the ones only development needs.
+# The Space: the app, the core it stands on and the shipped models; never train/ or hub/ (the app imports
+# neither: tests/test_layers.py checks it) and no other top-level module.
 SPACE_TOP_FILES = ("app.py", "README.md", "requirements.txt", "packages.txt")
-SPACE_FOLDERS = ("train", "hub", "models")
-NOT_FOR_SPACE = {"conftest.py", "setup.py", "noxfile.py"}
+SPACE_FOLDERS = ("deepfake_detector", "models")
 
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -148,7 +147,6 @@ def space_files(root: str | Path) -> list[str]:
     """Exactly the project files the Space needs (relative posix paths), see the module docstring."""
     root = Path(root)
     files = [name for name in SPACE_TOP_FILES if (root / name).is_file()]
-    files += [p.name for p in root.glob("*.py") if p.name not in NOT_FOR_SPACE and p.name not in files]
     for folder in SPACE_FOLDERS:
         if (root / folder).is_dir():
             files += [f"{folder}/{f}" for f in _walk(root / folder)]
@@ -156,10 +154,10 @@ def space_files(root: str | Path) -> list[str]:
 
 
 def space_readme(root: str | Path) -> str:
-    """The project README.md with its Space header refreshed: sdk version, models from hub/models.json, …"""
+    """The project README.md with its Space header refreshed: sdk version, models from models/models.json, …"""
     root = Path(root)
     readme = root / "README.md"
-    config = root / "hub" / "models.json"
+    config = root / "models" / "models.json"
     if not readme.is_file():
         raise PushError(f"{readme} is missing: the Space reads its configuration from README.md")
     models = [entry["repo_id"] for entry in json.loads(config.read_text())["models"] if entry.get("repo_id")] \

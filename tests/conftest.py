@@ -107,7 +107,7 @@ def hub_roundtrip(local_hub, tmp_path_factory):
     then download it into a fresh cache, as a user of the model would. Returns (snapshot path, repo id)."""
     from huggingface_hub import snapshot_download
 
-    from hub.pull import ALLOW_PATTERNS
+    from deepfake_detector.registry import ALLOW_PATTERNS
     from hub.push import push_model
 
     def roundtrip(folder, repo_id=None):

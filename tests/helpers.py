@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hub.layout import save_model
-from train.models import create_ensemble, create_model
+from deepfake_detector.layout import save_model
+from deepfake_detector.models import create_ensemble, create_model
 
 
 def face_like(rng, size=160, fake=False):
@@ -30,14 +30,13 @@ def make_image_folder(root, per_class=10, size=160, seed=0):
     return str(root)
 
 
-TINY_METRICS = {
-    "thresholds": {"fake": 0.6, "real": 0.4, "target_precision": 0.95},
-    "labels": {"0": "fake", "1": "real"},
-}
+TINY_THRESHOLDS = {"fake": 0.6, "real": 0.4, "target_precision": 0.95}
+TINY_METRICS = {"thresholds": TINY_THRESHOLDS, "labels": {"0": "fake", "1": "real"}}
 
 
 def make_tiny_models(root, seed=0):
-    """Untrained but complete tuned-cnn, xception and ensemble folders (Hub layout + metrics.json).
+    """Untrained but complete tuned-cnn, xception and ensemble folders (Hub layout, thresholds in config.json,
+    metrics.json), as training writes them.
 
     Batch-norm statistics and the final layers are randomised so the outputs depend on the input (a fresh
     model's near-constant 0.5 would hide bugs).
@@ -47,11 +46,11 @@ def make_tiny_models(root, seed=0):
     for name, kwargs in (("tuned-cnn", {"width": 0.25, "image_size": 48}), ("xception", {"width": 0.125, "image_size": 64})):
         model = create_model(name, **kwargs)
         _randomise(model)
-        folders[name] = save_model(model.eval(), os.path.join(root, name))
+        folders[name] = save_model(model.eval(), os.path.join(root, name), thresholds=TINY_THRESHOLDS)
     ensemble = create_ensemble([folders["tuned-cnn"], folders["xception"]])
     with torch.no_grad():
         ensemble.combiner.weight.add_(torch.randn_like(ensemble.combiner.weight) * 0.5)
-    folders["ensemble"] = save_model(ensemble.eval(), os.path.join(root, "ensemble"))
+    folders["ensemble"] = save_model(ensemble.eval(), os.path.join(root, "ensemble"), thresholds=TINY_THRESHOLDS)
     for name, folder in folders.items():
         with open(os.path.join(folder, "metrics.json"), "w") as f:
             json.dump({"model": name, **TINY_METRICS}, f)

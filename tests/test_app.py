@@ -21,14 +21,15 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from faces import MAX_SIDE, Face, crop_box, crop_face, detect_faces
+from deepfake_detector.faces import MAX_SIDE, Face, crop_box, crop_face, detect_faces
 from helpers import make_tiny_models
-from train.evaluate import verdict
+from deepfake_detector.inference import score, verdict
+from deepfake_detector.render import COLOURS, draw_faces
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 TWO_FACES, ONE_FACE, NO_FACE = (os.path.join(EXAMPLES, name) for name in
                                 ("two-faces.jpg", "real-ffhq.jpg", "no-face-landscape.jpg"))
-THRESHOLDS = {"fake": 0.6, "real": 0.4}  # what tests/helpers.py writes into every tiny model's metrics.json
+THRESHOLDS = {"fake": 0.6, "real": 0.4}  # what tests/helpers.py writes into every tiny model's config.json
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def error_message(function, *args, **kwargs):
 
 def p_fake_of_main_face(detectors, name, path):
     img = Image.open(path).convert("RGB")
-    return float(app.score(detectors[name], [crop_face(img, detect_faces(img)[0].box)])[0][0])
+    return float(score(detectors[name], [crop_face(img, detect_faces(img)[0].box)])[0][0])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -238,9 +239,9 @@ def test_no_face_is_said_and_the_whole_image_scored(detectors):
 def test_draw_faces_colours_each_box_by_its_verdict():
     img = Image.new("RGB", (400, 200), (255, 255, 255))
     faces = [Face((20, 60, 120, 180), 0.99), Face((250, 60, 350, 180), 0.98)]
-    out = np.asarray(app.draw_faces(img, faces, [0.9, 0.1], ["fake", "real"]))
-    assert tuple(out[150, 21]) == app.COLOURS["fake"]  # left edge of box 1, below its label
-    assert tuple(out[150, 251]) == app.COLOURS["real"]
+    out = np.asarray(draw_faces(img, faces, [0.9, 0.1], ["fake", "real"]))
+    assert tuple(out[150, 21]) == COLOURS["fake"]  # left edge of box 1, below its label
+    assert tuple(out[150, 251]) == COLOURS["real"]
     assert tuple(out[150, 200]) == (255, 255, 255)  # between the boxes nothing is drawn
 
 
@@ -297,7 +298,7 @@ def test_model_cards_name_source_licence_and_limitations(detectors):
 
 
 def test_model_cards_say_where_hub_pull_found_each_model(tiny_models):
-    from hub.pull import ResolvedModel
+    from deepfake_detector.registry import ResolvedModel
 
     resolved = {"xception": ResolvedModel("xception", Path(tiny_models["xception"]), "embedded")}
     detectors = app.load_detectors(resolved, repo_ids={"xception": "someone/deepfake-xception"})

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from deepfake_detector.images import ID2LABEL, DataError, load_image, to_rgb
 from tests.helpers import face_like, make_image_folder
-from train.data import (DataError, ID2LABEL, class_counts, load_image, load_sources, near_duplicate_groups, scrub,
-                        split, to_rgb)
+from train.data import class_counts, load_sources, near_duplicate_groups, scrub, split
 
 
 def _save(img, path, **kwargs):

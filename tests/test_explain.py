@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-import explain
-from hub.layout import save_model
-from train.models import create_ensemble
+from deepfake_detector import explain
+from deepfake_detector.layout import save_model
+from deepfake_detector.models import create_ensemble
 from helpers import face_like, make_tiny_models
-from train.evaluate import load_pipeline, pipeline_fake_probability
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 
 KINDS = ("tuned-cnn", "xception", "ensemble")
 # (model, member): the ensemble is explained as a whole and per member, by index and by name.

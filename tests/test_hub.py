@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from hub.__main__ import main
 from hub.card import model_card, refresh_space_header, space_front_matter, split_front_matter, update_front_matter
-from hub.pull import ModelEntry, ModelUnavailableError, load_models, resolve_model
+from deepfake_detector.registry import ModelEntry, ModelUnavailableError, load_models, resolve_model
 from hub.push import push_model, space_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -298,7 +298,7 @@ def test_resolve_falls_back_hub_cache_embedded_error(local_hub, hub_repo_id, mod
     push_model(model_folder, hub_repo_id)
     embedded = tmp_path / "embedded"
     entry = _entry(hub_repo_id, local=str(embedded))
-    caplog.set_level(logging.INFO, logger="hub.pull")
+    caplog.set_level(logging.INFO, logger="deepfake_detector.registry")
 
     from_hub = resolve_model(entry)
     assert from_hub.source == "hub"
@@ -350,7 +350,7 @@ def test_offline_subprocess_loads_from_the_cache(local_hub, hub_repo_id, model_f
     push_model(model_folder, hub_repo_id)
     online = resolve_model(_entry(hub_repo_id))
     local_hub.requests.clear()
-    script = ("from hub.pull import ModelEntry, resolve_model; "
+    script = ("from deepfake_detector.registry import ModelEntry, resolve_model; "
               f"r = resolve_model(ModelEntry(name='x', repo_id='{hub_repo_id}')); print(r.source, r.path)")
     result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
@@ -363,9 +363,8 @@ def test_load_models_skips_what_resolves_nowhere(hub_repo_id, model_folder, hf_c
     push_model(model_folder, hub_repo_id)
     config = tmp_path / "models.json"
     config.write_text(json.dumps({"models": [
-        {"name": "xception", "repo_id": hub_repo_id, "revision": None, "local": None, "trust_remote_code": False},
-        {"name": "ghost", "repo_id": "local-user/ghost", "revision": None, "local": "models/ghost",
-         "trust_remote_code": True}]}))
+        {"name": "xception", "repo_id": hub_repo_id, "revision": None, "local": None},
+        {"name": "ghost", "repo_id": "local-user/ghost", "revision": None, "local": "models/ghost"}]}))
     models = load_models(config, root=tmp_path)
     assert list(models) == ["xception"] and models["xception"].source == "hub"
     assert "skipping model 'ghost' not found: tried Hub local-user/ghost@main (RepositoryNotFoundError" in caplog.text
@@ -377,17 +376,25 @@ def test_load_models_skips_what_resolves_nowhere(hub_repo_id, model_folder, hf_c
 
 
 def test_shipped_models_json_is_valid():
-    config = json.loads((PROJECT_ROOT / "hub" / "models.json").read_text())
+    config = json.loads((PROJECT_ROOT / "models" / "models.json").read_text())
     entries = [ModelEntry.from_dict(entry) for entry in config["models"]]
     assert [e.name for e in entries] == ["tuned-cnn", "xception", "ensemble"]
-    assert [e.trust_remote_code for e in entries] == [False, False, True]
+    assert all((PROJECT_ROOT / e.local / "config.json").is_file() for e in entries)
+
+
+def test_a_models_json_key_nothing_reads_is_refused():
+    # trust_remote_code is decided by each folder's config.json (an ensemble's auto_map), not by the list.
+    with pytest.raises(ValueError) as error:
+        ModelEntry.from_dict({"name": "ensemble", "trust_remote_code": True})
+    assert str(error.value).endswith("may hold only name, repo_id, revision, local (remove ['trust_remote_code'])")
 
 
 # ---- the Space ---------------------------------------------------------------------------------------------
 def _fake_project(root: Path) -> None:
-    files = ["app.py", "README.md", "requirements.txt", "faces.py", "conftest.py", "pyproject.toml", "notes.md",
+    files = ["app.py", "README.md", "requirements.txt", "stray.py", "conftest.py", "pyproject.toml", "notes.md",
              "train/__init__.py", "train/data.py", "train/__pycache__/data.cpython-311.pyc",
-             "hub/__init__.py", "hub/models.json", "hub/pull.py",
+             "hub/__init__.py", "hub/push.py", "deepfake_detector/__init__.py", "deepfake_detector/faces.py",
+             "deepfake_detector/__pycache__/faces.cpython-311.pyc", "models/models.json",
              "models/xception/config.json", "models/xception/model.safetensors",
              "models/xception/checkpoints/last.pt", "models/xception/model.safetensors.partial",
              "models/ensemble.partial/config.json",
@@ -397,16 +404,15 @@ def _fake_project(root: Path) -> None:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(f"# {name}\n")
     (root / "README.md").write_text("# Deepfake detector\n\nHuman README.\n")
-    (root / "hub/models.json").write_text(json.dumps({"models": [
+    (root / "models/models.json").write_text(json.dumps({"models": [
         {"name": "xception", "repo_id": "someone/deepfake-xception", "local": "models/xception"}]}))
 
 
 def test_space_files_is_exactly_what_the_space_needs(tmp_path):
     _fake_project(tmp_path)
     assert space_files(tmp_path) == [
-        "README.md", "app.py", "faces.py", "hub/__init__.py", "hub/models.json", "hub/pull.py",
-        "models/xception/config.json", "models/xception/model.safetensors", "requirements.txt",
-        "train/__init__.py", "train/data.py"]
+        "README.md", "app.py", "deepfake_detector/__init__.py", "deepfake_detector/faces.py", "models/models.json",
+        "models/xception/config.json", "models/xception/model.safetensors", "requirements.txt"]
 
 
 def test_push_space_uploads_space_files_with_a_fresh_header(local_hub, hub_repo_id, tmp_path, capsys):

@@ -9,10 +9,10 @@ import timm
 import torch
 from transformers import pipeline
 
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
+from deepfake_detector.models import load_timm_member
 from tests.helpers import face_like, make_tiny_models
-from train import evaluate as ev
 from train.data import eval_transform
-from train.models import load_timm_member
 
 NAMES = ("tuned-cnn", "xception", "ensemble")
 
@@ -30,9 +30,9 @@ def images():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_round_trip_gives_the_same_probabilities(tiny_models, images, hub_roundtrip, name):
-    local = ev.pipeline_fake_probability(ev.load_pipeline(tiny_models[name]), images)
+    local = pipeline_fake_probability(load_pipeline(tiny_models[name]), images)
     snapshot, repo_id = hub_roundtrip(tiny_models[name])
-    pulled = ev.pipeline_fake_probability(ev.load_pipeline(snapshot), images)
+    pulled = pipeline_fake_probability(load_pipeline(snapshot), images)
     np.testing.assert_allclose(pulled, local, atol=1e-6)
     assert np.ptp(local) > 1e-6  # the outputs depend on the image
     files = set(os.listdir(snapshot))
@@ -52,7 +52,7 @@ def test_pipeline_by_repo_id_and_revision_as_users_call_it(tiny_models, images, 
     _, ensemble_id = hub_roundtrip(tiny_models["ensemble"])
     sha = HfApi().model_info(ensemble_id).sha
     ensemble = pipeline("image-classification", model=ensemble_id, trust_remote_code=True, revision=sha)
-    local = ev.load_pipeline(tiny_models["ensemble"])
+    local = load_pipeline(tiny_models["ensemble"])
     assert ensemble(images[1])[0] == pytest.approx(local(images[1])[0])
 
 

@@ -12,9 +12,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from deepfake_detector.images import load_image
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability, verdict
 from tests.helpers import make_image_folder
 from train import evaluate as ev
-from train.data import load_image, load_sources, scrub
+from train.data import load_sources, scrub
 from train.loop import main
 
 TINY = ["--image-size", "48", "--width", "0.25", "--batch-size", "8", "--num-workers", "0"]
@@ -43,12 +45,12 @@ def runs(tmp_path_factory, data):
 
 def _pipeline_matches_predictions(folder):
     """The saved model, loaded by pipeline(), gives the probabilities the run computed in memory (calibrated)."""
-    classifier = ev.load_pipeline(folder)
+    classifier = load_pipeline(folder)
     with open(os.path.join(folder, "test_predictions.csv")) as f:
         rows = list(csv.DictReader(f))
     assert rows
     images = [load_image(row["file"]) for row in rows]
-    reloaded = ev.pipeline_fake_probability(classifier, images)
+    reloaded = pipeline_fake_probability(classifier, images)
     expected = np.array([float(row["fake_probability"]) for row in rows])
     np.testing.assert_allclose(reloaded, expected, atol=1e-5)
 
@@ -65,11 +67,16 @@ def test_model_trains_and_reloads_with_identical_outputs(runs, name):
     assert metrics["training"]["command"].startswith("python -m train --data ")
     config = json.load(open(os.path.join(folder, "config.json")))
     assert config["label_names"] == ["fake", "real"] and "num_classes" not in config["model_args"]
+    # The thresholds travel with the model: config.json carries what the run chose on validation.
+    assert config["verdict_thresholds"] == metrics["thresholds"]
+    assert set(metrics["verdicts"]["per_source"]) == {"a", "b"}
+    assert metrics["verdicts"]["overall"]["n"] == 8
     _pipeline_matches_predictions(folder)
     # The scoring benchmark (bench/score_models.py) reproduces the card's figures on the run's own test split.
     scored = ev.score_rows(folder, ev.test_split_rows(folder))
     assert scored["n"] == metrics["test"]["n"] and scored["accuracy"] == metrics["test"]["accuracy"]
     assert scored["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+    assert scored["verdicts"] == metrics["verdicts"]
 
 
 def test_ensemble_trains_from_members_and_reloads(runs, data, tmp_path):
@@ -230,7 +237,29 @@ def test_thresholds_and_verdicts():
     assert t["validation_precision"]["fake"] == (labels[chosen] == 0).mean()
     # Every P(fake) <= 0.5 is a real image: the loosest real threshold allowed (0.5) is right 100 % of the time.
     assert t["real"] == 0.5 and t["validation_precision"]["real"] == 1.0
-    assert ev.verdict(0.99, t) == "fake" and ev.verdict(0.01, t) == "real" and ev.verdict((t["fake"] + t["real"]) / 2, t) == "uncertain"
+    assert verdict(0.99, t) == "fake" and verdict(0.01, t) == "real" and verdict((t["fake"] + t["real"]) / 2, t) == "uncertain"
+
+
+def test_uncertain_share_and_accuracy_of_committed_verdicts():
+    labels = [0, 0, 0, 1, 1, 1]  # fake = 0
+    p_fake = [0.9, 0.5, 0.1, 0.95, 0.45, 0.05]  # fake right, uncertain, real wrong; fake wrong, uncertain, real right
+    m = ev.verdict_metrics(labels, p_fake, {"fake": 0.8, "real": 0.2})
+    assert m == {"n": 6, "uncertain_share": pytest.approx(2 / 6), "committed": 4, "committed_accuracy": 0.5}
+    by_source = ev.verdicts_by_source(labels, p_fake, ["x", "x", "x", "y", "y", "y"], {"fake": 0.8, "real": 0.2})
+    assert by_source["per_source"]["x"]["committed_accuracy"] == 0.5 and by_source["overall"] == m
+    assert ev.verdict_metrics([0], [0.5], {"fake": 0.8, "real": 0.2})["committed_accuracy"] is None
+
+
+def test_rescoring_crops_each_image_to_its_face_box_as_the_run_did(tmp_path):
+    image = tmp_path / "face.png"
+    Image.new("RGB", (400, 300), (90, 120, 150)).save(image)
+    (tmp_path / "splits.json").write_text(json.dumps({"rows": {"test": {
+        "file": [str(image), str(image)], "label": [0, 1], "source": ["s", "s"], "face_box": [[100, 100, 200, 200], []]}}}))
+    (tmp_path / "run_config.json").write_text(json.dumps({"DataArguments": {"reencode_jpeg": 90}}))
+    rows = ev.test_split_rows(str(tmp_path))
+    cropped, whole = ev.run_images(str(tmp_path), rows)
+    assert cropped.size == (160, 160) and whole.size == (400, 300)  # the 100 px box with the app's 30 % margin
+    assert whole.getpixel((0, 0)) != (90, 120, 150)  # re-encoded as JPEG q90 first, as --reencode-jpeg trained
 
 
 def test_a_weak_model_still_gets_verdicts_at_its_best_precision():

@@ -12,8 +12,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from train.data import NO_FACE_POLICIES, DataError
-from train.models import ENSEMBLE, MODEL_NAMES
+from deepfake_detector.images import DataError
+from deepfake_detector.models import ENSEMBLE, MODEL_NAMES
+from train.data import NO_FACE_POLICIES
 
 
 @dataclass

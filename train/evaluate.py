@@ -15,8 +15,11 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score, roc_auc_score
 
-from train.data import (ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, image_bytes, load_image, load_sources,
-                        write_json)
+from deepfake_detector.faces import crop_face
+from deepfake_detector.images import ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, load_image, reencode_jpeg
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability, thresholds_of, verdict
+from deepfake_detector.layout import read_json, set_thresholds, write_json
+from train.data import image_bytes, load_sources
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 TARGET_PRECISION = 0.95  # verdict thresholds: how often a "fake" or "real" verdict must be right on validation
@@ -126,14 +129,6 @@ def choose_thresholds(labels, fake_probability, target_precision=TARGET_PRECISIO
 def validation_rows(model):
     """The validation split a training run used (its splits.json), as rows to score."""
     return _split_rows(model, "validation")
-
-
-def verdict(fake_probability, thresholds):
-    if fake_probability >= thresholds["fake"]:
-        return "fake"
-    if fake_probability <= thresholds["real"]:
-        return "real"
-    return "uncertain"
 
 
 def per_source_metrics(labels, fake_probability, sources):
@@ -276,35 +271,6 @@ def report_markdown(metrics):
 # Scoring a saved model on an image folder, through pipeline()
 
 
-def load_pipeline(model, *, revision=None, device=None):
-    """The one way a saved model is loaded: transformers' image-classification pipeline."""
-    from transformers import pipeline
-
-    try:
-        return pipeline("image-classification", model=model, revision=revision, device=device,
-                        trust_remote_code=needs_remote_code(model))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{model} is not a model folder or Hub model this project can load "
-                        f"({str(e).splitlines()[0]}): pass a folder written by python -m train.") from None
-
-
-def needs_remote_code(model):
-    """Ensemble folders carry their modeling file (`auto_map`); a Hub id may be an ensemble too."""
-    config = os.path.join(model, "config.json")
-    if os.path.isfile(config):
-        with open(config) as f:
-            return "auto_map" in json.load(f)
-    return not os.path.isdir(model)
-
-
-def pipeline_fake_probability(classifier, images, batch_size=16):
-    """P(fake) for PIL images through a pipeline."""
-    outputs = classifier(images, top_k=len(ID2LABEL), batch_size=batch_size)
-    if images and not isinstance(outputs[0], list):
-        outputs = [outputs]
-    return np.array([next(o["score"] for o in out if o["label"] == "fake") for out in outputs])
-
-
 def score_folder(model, data, *, degradations=("clean", "jpeg_q75"), batch_size=16, limit=None):
     """Score a saved model on image folders / Hub datasets: metrics, ECE, robustness, CPU ms/image."""
     rows = load_sources(data)
@@ -319,6 +285,7 @@ def test_split_rows(model):
 
 
 def _split_rows(model, split_name):
+    """Rows of image, label, source (and face_box for a --crop-faces run) from a run's splits.json."""
     import datasets
 
     with open(os.path.join(model, "splits.json")) as f:
@@ -326,30 +293,68 @@ def _split_rows(model, split_name):
     if not all(rows["file"]):
         raise DataError(f"{model} was trained on a Hub dataset, whose images have no files to score again: score "
                         "it with python -m train.evaluate --data <the dataset> instead.")
+    boxes = {"face_box": rows["face_box"]} if "face_box" in rows else {}
     return datasets.Dataset.from_dict({"image": [{"path": p, "bytes": None} for p in rows["file"]],
-                                       "label": rows["label"], "source": rows["source"]})
+                                       "label": rows["label"], "source": rows["source"], **boxes})
+
+
+def run_images(model, rows):
+    """The images of `rows` as the run saw them: re-encoded as JPEG if it was trained with --reencode-jpeg, and
+    cropped to each row's face box (--crop-faces) with the app's margin, so rescoring scores the same pixels."""
+    quality = (read_json(os.path.join(str(model), "run_config.json")).get("DataArguments") or {}).get("reencode_jpeg")
+    boxes = rows["face_box"] if "face_box" in rows.column_names else [None] * len(rows)
+    images = []
+    for image, box in zip(rows["image"], boxes):
+        img = load_image(image_bytes(image))
+        if quality:
+            img = reencode_jpeg(img, quality)
+        images.append(crop_face(img, box) if box else img)
+    return images
+
+
+def verdict_metrics(labels, fake_probability, thresholds):
+    """At `thresholds`: the share of "uncertain" verdicts, and how often the committed ones (fake/real) are right."""
+    labels = np.asarray(labels)
+    verdicts = np.array([verdict(p, thresholds) for p in np.asarray(fake_probability)])
+    committed = verdicts != "uncertain"
+    right = verdicts[committed] == np.array([ID2LABEL[int(label)] for label in labels[committed]])
+    return {"n": int(len(labels)), "uncertain_share": float(1 - committed.mean()) if len(labels) else None,
+            "committed": int(committed.sum()), "committed_accuracy": float(right.mean()) if committed.any() else None}
+
+
+def verdicts_by_source(labels, fake_probability, sources, thresholds):
+    """`verdict_metrics` overall and per source: {"thresholds", "overall", "per_source": {source: ...}}."""
+    labels, p, sources = np.asarray(labels), np.asarray(fake_probability), np.asarray(sources)
+    return {"thresholds": {"fake": thresholds["fake"], "real": thresholds["real"]},
+            "overall": verdict_metrics(labels, p, thresholds),
+            "per_source": {source: verdict_metrics(labels[sources == source], p[sources == source], thresholds)
+                           for source in sorted(set(sources.tolist()))}}
 
 
 def refit_thresholds(model, target_precision=TARGET_PRECISION):
-    """Choose a run's verdict thresholds again from its validation split, through pipeline(); update metrics.json."""
+    """Choose a run's verdict thresholds again from its validation split, through pipeline(); write them into
+    metrics.json and config.json (where the app and pipeline users read them)."""
     rows = validation_rows(model)
     classifier = load_pipeline(model)
-    p = pipeline_fake_probability(classifier, [load_image(image_bytes(r)) for r in rows["image"]])
+    p = pipeline_fake_probability(classifier, run_images(model, rows))
     thresholds = choose_thresholds(rows["label"], p, target_precision)
     path = os.path.join(model, "metrics.json")
-    with open(path) as f:
-        metrics = json.load(f)
+    metrics = read_json(path)
     metrics["thresholds"] = thresholds
     write_json(path, metrics)
+    set_thresholds(model, thresholds)
     with open(os.path.join(model, "report.md"), "w") as f:
         f.write(report_markdown(metrics))
     return thresholds
 
 
 def score_rows(model, rows, *, degradations=("clean", "jpeg_q75"), batch_size=16):
+    """Metrics of a saved model on `rows` through pipeline(); with thresholds in its config.json, also the share
+    of uncertain verdicts and the accuracy of committed ones ("verdicts"), overall and per source."""
     classifier = load_pipeline(model)
     labels = np.array(rows["label"])
-    images = [load_image(image_bytes(r)) for r in rows["image"]]
+    images = run_images(model, rows)
+    thresholds = thresholds_of(classifier.model.config)
     result = {"model": model, "robustness": {}}
     for kind in degradations:
         p = pipeline_fake_probability(classifier, [degrade(img, kind) for img in images], batch_size=batch_size)
@@ -357,6 +362,8 @@ def score_rows(model, rows, *, degradations=("clean", "jpeg_q75"), batch_size=16
         if kind == "clean":
             result.update(m, ece=expected_calibration_error(labels, p),
                           per_source=per_source_metrics(labels, p, list(rows["source"])))
+            if thresholds:
+                result["verdicts"] = verdicts_by_source(labels, p, list(rows["source"]), thresholds)
         result["robustness"][kind] = {"accuracy": m["accuracy"], "auc": m["auc"]}
     timings = []
     for img in images[:20]:

@@ -26,9 +26,10 @@ import matplotlib
 import numpy as np
 from PIL import JpegImagePlugin
 
+from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError, load_image, open_image
+from deepfake_detector.layout import write_json
 from train.config import DataArguments, parse_args
-from train.data import (ID2LABEL, LABEL2ID, DataError, class_counts, image_bytes, load_image, load_sources,
-                        open_image, scrub, source_name, split, write_json)
+from train.data import class_counts, image_bytes, load_sources, scrub, source_name, split
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)

@@ -23,13 +23,14 @@ from safetensors.torch import load_file, save_file
 from timm.data import Mixup
 from tqdm.auto import tqdm
 
-from hub.layout import save_model
-from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
+from deepfake_detector.images import ID2LABEL, ROBUSTNESS, DataError
+from deepfake_detector.layout import save_model, write_json
+from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
+from deepfake_detector.models import create_model, data_config_of, logits_of
 from train import evaluate as ev
 from train.config import as_dict, command_line, output_paths, parse_args
-from train.data import (ID2LABEL, ROBUSTNESS, Augment, DataError, ImageDataset, find_faces, load_sources, scrub,
-                        source_name, split, split_counts, write_json)
-from train.models import create_model, data_config_of, fold_temperature, logits_of, trainable_parameters
+from train.data import Augment, ImageDataset, find_faces, load_sources, scrub, source_name, split, split_counts
+from train.models import fold_temperature, trainable_parameters
 
 CHECKPOINT = "checkpoint"
 BEST = "best.safetensors"
@@ -296,6 +297,8 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     unwrapped = unwrapped.float().cpu()
 
     data_args, model_args = run_config["DataArguments"], run_config["ModelArguments"]
+    thresholds = ev.choose_thresholds(val_labels, ev.fake_probability_of(val_logits, temperature))
+    test_sources = np.asarray(splits["test"]["source"])[test_index]
     is_ensemble = isinstance(unwrapped, DeepfakeEnsembleForImageClassification)
     metrics = {
         "model": model_args["model"],
@@ -309,10 +312,12 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
         "data": {"sources": list(data_args["data"]), "datasets": [source_name(s) for s in data_args["data"]],
                  "counts": counts, "scrub": {k: scrub_report[k] for k in ("images_in", "images_kept", "dropped_by_reason")}},
         "test": test,
-        "per_source": ev.per_source_metrics(test_labels, p_test, np.asarray(splits["test"]["source"])[test_index]),
+        "per_source": ev.per_source_metrics(test_labels, p_test, test_sources),
         "robustness": robustness,
         "temperature": temperature,
-        "thresholds": ev.choose_thresholds(val_labels, ev.fake_probability_of(val_logits, temperature)),
+        "thresholds": thresholds,
+        # At those thresholds, on test: how often the verdict is "uncertain", how often a committed one is right.
+        "verdicts": ev.verdicts_by_source(test_labels, p_test, test_sources, thresholds),
         "training": {
             "epochs": train_args.epochs, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
             "wall_time_s": round(state["train_seconds"], 1),
@@ -326,7 +331,8 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     if model_args["pretrained"]:
         metrics["base_model"] = f"timm/{unwrapped.pretrained_cfg['architecture']}"
 
-    save_model(unwrapped, work, dtype=getattr(torch, train_args.save_dtype))
+    # config.json carries the thresholds: the app and pipeline() users read them there.
+    save_model(unwrapped, work, dtype=getattr(torch, train_args.save_dtype), thresholds=thresholds)
     metrics["files"] = ev.save_plots(work, test, state["history"], test_labels, p_test)
     write_json(os.path.join(work, "metrics.json"), metrics)
     write_json(os.path.join(work, "scrub_report.json"), scrub_report)

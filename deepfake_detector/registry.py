@@ -1,16 +1,16 @@
 """Find the app's models: from the Hub, else the local Hugging Face cache, else the folders shipped in the repo.
 
-    python -m hub pull [--config hub/models.json]     # prints what resolved where
+    python -m hub pull [--config models/models.json]     # prints what resolved where
 
-hub/models.json lists the models (name, Hub repo id, optional revision, embedded `local` folder relative to
-the project root, whether loading needs `trust_remote_code`). For each one, `resolve_model` tries in order:
+models/models.json lists the models (name, Hub repo id, optional revision, embedded `local` folder relative to
+the project root). For each one, `resolve_model` tries in order:
 
 1. the Hub (`snapshot_download`, weights as safetensors only), unless offline (HF_HUB_OFFLINE=1);
 2. the cache: a snapshot downloaded earlier (`local_files_only=True`);
 3. the embedded folder (`models/...`), the default models shipped with the Space.
 
-It logs one line saying which one it used and why. The app then builds its pipelines from `resolved.path`
-with `pipeline("image-classification", model=..., trust_remote_code=entry.trust_remote_code)`.
+It logs one line saying which one it used and why. The app then loads each `resolved.path` with
+`inference.load_pipeline`, which decides `trust_remote_code` from the folder itself (an ensemble's `auto_map`).
 """
 
 import json
@@ -27,7 +27,7 @@ from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundEr
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = Path(__file__).resolve().with_name("models.json")
+DEFAULT_CONFIG = PROJECT_ROOT / "models" / "models.json"
 # Everything a model folder needs; never pickles, checkpoints or anything else a repo may hold.
 ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.md", "*.py", "*.png"]
 # What "the Hub is unreachable / does not have it" looks like: HfHubHTTPError (RepositoryNotFoundError,
@@ -45,13 +45,14 @@ class ModelEntry:
     repo_id: str | None = None
     revision: str | None = None
     local: str | None = None  # embedded folder, relative to the project root
-    trust_remote_code: bool = False
 
     @classmethod
     def from_dict(cls, entry: dict) -> "ModelEntry":
         unknown = set(entry) - set(cls.__dataclass_fields__)
         if unknown or "name" not in entry:
-            raise ValueError(f"bad model entry {entry!r}: needs 'name'; unknown keys {sorted(unknown)}")
+            fields = ", ".join(cls.__dataclass_fields__)
+            raise ValueError(f"bad model entry {entry!r}: it needs 'name' and may hold only {fields} "
+                             f"(remove {sorted(unknown)})")
         return cls(**entry)
 
 

