@@ -9,9 +9,8 @@
 3. Load: `--clients` gradio_client clients, each in its own thread, call /detect back to back for `--seconds`
    against the app of step 1 (127.0.0.1 only): requests done, errors (should be 0), p50 / p95.
 
-Uses the trained models in models/ when there are any, else tiny random ones (then the figures show the app's
-own overhead, not the real models' speed) or, with --shipped-architectures, untrained models of the shipped
-sizes. Say what machine the figures come from.
+Uses the trained models in models/ when there are any, else (or with --shipped-architectures) untrained models
+built to the shipped recipes of models/*/config.json. Say what machine the figures come from.
 """
 
 import argparse
@@ -28,41 +27,27 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 MODEL_NAMES = ("tuned-cnn", "xception", "ensemble")
 PHOTO = ROOT / "examples" / "real-ffhq.jpg"
 
 
 def find_models(folder, shipped_architectures=False):
-    """{name: folder} of the trained models in `folder`; when there are none, untrained stand-ins: tiny ones, or
-    with `shipped_architectures` the shipped architectures and input sizes (real timings, meaningless verdicts)."""
+    """{name: folder} of the trained models in `folder`; when there are none, or with `shipped_architectures`,
+    untrained models built to the shipped recipes of models/ (real timings, meaningless verdicts)."""
     found = {n: str(Path(folder) / n) for n in MODEL_NAMES if (Path(folder) / n / "config.json").is_file()}
-    if found:
+    if found and not shipped_architectures:
         return found, f"trained ({folder})"
-    work = tempfile.mkdtemp(prefix="bench-app-models-")
-    if shipped_architectures:
-        return untrained_shipped(work), "untrained, shipped architectures (tuned-cnn 128 px, xception width 0.5 128 px)"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import make_tiny_models
-
-    return make_tiny_models(work), "tiny random (no trained model in models/)"
+    return untrained_shipped(tempfile.mkdtemp(prefix="bench-app-models-")), "untrained, the shipped recipes of models/"
 
 
 def untrained_shipped(root):
-    """Random-weight models with the architectures the Space ships (train/models.py; xception at width 0.5 and
-    128 px, as trained on 2 CPU cores), saved like a training run, with metrics.json thresholds 0.6 / 0.4."""
+    """Random-weight models built to each shipped folder's config.json (architecture, width, input size), saved
+    like a training run, with verdict thresholds 0.6 / 0.4."""
     from deepfake_detector.layout import save_model
-    from deepfake_detector.models import create_ensemble, create_model
+    from deepfake_detector.models import create_like
 
-    folders = {}
-    for name, kwargs in (("tuned-cnn", {}), ("xception", {"width": 0.5, "image_size": 128})):
-        folders[name] = save_model(create_model(name, **kwargs).eval(), os.path.join(root, name))
-    folders["ensemble"] = save_model(create_ensemble([folders["tuned-cnn"], folders["xception"]]).eval(),
-                                     os.path.join(root, "ensemble"))
-    for name, folder in folders.items():
-        with open(os.path.join(folder, "metrics.json"), "w") as f:
-            json.dump({"model": name, "thresholds": {"fake": 0.6, "real": 0.4}}, f)
-    return folders
+    return {name: save_model(create_like(ROOT / "models" / name).eval(), os.path.join(root, name),
+                             thresholds={"fake": 0.6, "real": 0.4}) for name in MODEL_NAMES}
 
 
 def percentiles(milliseconds):
@@ -175,7 +160,7 @@ def main(argv=None):
     parser.add_argument("--clients", type=int, default=20, help="Concurrent gradio_client clients in the load test")
     parser.add_argument("--seconds", type=float, default=30, help="Length of the load test")
     parser.add_argument("--shipped-architectures", action="store_true",
-                        help="With no trained models: time untrained models of the shipped sizes, not tiny ones")
+                        help="Time untrained models built to the shipped recipes even where trained ones exist")
     parser.add_argument("--output", default=str(ROOT / "bench" / "out" / "app.json"))
     args = parser.parse_args(argv)
 

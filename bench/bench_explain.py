@@ -4,9 +4,8 @@ feature maps and the per-layer overlay, for the tuned CNN, the Xception and the 
     python bench/bench_explain.py                      # default-size untrained models, built in a temp folder
     python bench/bench_explain.py --models runs        # trained folders: runs/tuned-cnn, runs/xception, runs/ensemble
 
-Without --models it uses models/ or runs/ when they hold all three trained folders, else builds the shipped
-sizes (tuned-cnn width 1 @ 128 px, xception width 0.5 @ 128 px, their ensemble) with random weights — speed
-does not depend on the weights. Prints p50 / p95 wall seconds and the process CPU seconds per call (CPU time
+Without --models it uses models/ or runs/ when they hold all three trained folders, else builds models to the
+shipped recipes (read from models/*/config.json) with random weights — speed does not depend on the weights. Prints p50 / p95 wall seconds and the process CPU seconds per call (CPU time
 tells how much compute a call needs when other jobs share the cores and inflate the wall time).
 """
 
@@ -20,15 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from deepfake_detector import explain  # noqa: E402
-from deepfake_detector.layout import save_model  # noqa: E402
-from deepfake_detector.inference import load_pipeline  # noqa: E402
-from deepfake_detector.models import create_ensemble, create_model  # noqa: E402
+from deepfake_detector import explain
+from deepfake_detector.inference import load_pipeline
+from deepfake_detector.layout import save_model
+from deepfake_detector.models import create_like
 
 NAMES = ("tuned-cnn", "xception", "ensemble")
-SHIPPED = {"tuned-cnn": {"width": 1.0, "image_size": 128}, "xception": {"width": 0.5, "image_size": 128}}
 
 
 def parse_args(argv=None):
@@ -57,11 +53,10 @@ def find_models(folder, scratch):
     if folder:
         sys.exit(f"--models {folder} must hold {', '.join(NAMES)} folders with a config.json each.")
     torch.manual_seed(0)
-    built = {name: save_model(create_model(name, **kwargs).eval(), os.path.join(scratch, name))
-             for name, kwargs in SHIPPED.items()}
-    built["ensemble"] = save_model(create_ensemble([built["tuned-cnn"], built["xception"]]).eval(),
-                                   os.path.join(scratch, "ensemble"))
-    return built, "untrained default-size models (tuned-cnn w1 @128, xception w0.5 @128, ensemble)"
+    shipped = os.path.join(root, "models")
+    built = {name: save_model(create_like(os.path.join(shipped, name)).eval(), os.path.join(scratch, name))
+             for name in NAMES}
+    return built, "untrained models built to the shipped recipes (models/*/config.json)"
 
 
 def synthetic_image(width=256, height=192, seed=0):

@@ -1,6 +1,6 @@
 """Training throughput and peak memory per model, and data-loading throughput on its own.
 
-    python bench/bench_train.py                              # CPU, the shipped settings
+    python bench/bench_train.py                              # CPU, the shipped recipes (models/*/config.json)
     python bench/bench_train.py --device cuda --mixed-precision bf16 --image-size 299 --width 1
 
 Each model is measured in its own subprocess so its peak memory is its own. The model part uses random
@@ -17,18 +17,21 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
 
 def measure_model(name, image_size, width, batch_size, steps, device, mixed_precision):
     import torch
 
     from deepfake_detector.layout import save_model
+    from deepfake_detector.models import create_like, create_model, data_config_of, logits_of
     from train.loop import set_train_mode
-    from deepfake_detector.models import create_model, logits_of
     from train.models import trainable_parameters
 
-    if name == "ensemble":
+    if image_size is None and width is None:  # the shipped recipe, read from the model's own config.json
+        model = create_like(os.path.join(SHIPPED, name))
+        image_size = data_config_of(model)["input_size"][-1]
+    elif name == "ensemble":
         root = tempfile.mkdtemp()
         members = [save_model(create_model(m, image_size=image_size, width=width if m == "xception" else 1.0),
                               os.path.join(root, m)) for m in ("tuned-cnn", "xception")]
@@ -63,11 +66,13 @@ def measure_model(name, image_size, width, batch_size, steps, device, mixed_prec
 def measure_data(data, image_size, batch_size, workers, batches):
     import torch
 
+    from deepfake_detector.models import MODELS, create_like, data_config, data_config_of
     from train.data import Augment, ImageDataset, load_sources, scrub
-    from deepfake_detector.models import MODELS, data_config
 
     rows, _ = scrub(load_sources(data))
-    dataset = ImageDataset(rows.shuffle(seed=0), data_config(MODELS["xception"], image_size), augment=Augment())
+    config = (data_config_of(create_like(os.path.join(SHIPPED, "xception"))) if image_size is None
+              else data_config(MODELS["xception"], image_size))
+    dataset = ImageDataset(rows.shuffle(seed=0), config, augment=Augment())
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
     iterator = iter(loader)
     next(iterator)  # workers started
@@ -81,8 +86,8 @@ def measure_data(data, image_size, batch_size, workers, batches):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tuned-cnn", "xception", "ensemble"])
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--width", type=float, default=0.5, help="Xception width multiplier")
+    parser.add_argument("--image-size", type=int, help="Input size (default: each shipped model's own)")
+    parser.add_argument("--width", type=float, help="Xception width multiplier (default: the shipped model's)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
@@ -98,9 +103,10 @@ def main():
         return
     print(f"{'model':>10} {'size':>5} {'params (M)':>10} {'train img/s':>12} {'peak MB':>9}  device")
     for name in args.models:
-        command = [sys.executable, __file__, "--one", name, "--image-size", str(args.image_size), "--width",
-                   str(args.width), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                   "--device", args.device, "--mixed-precision", args.mixed_precision]
+        recipe = [] if args.image_size is None and args.width is None else [
+            "--image-size", str(args.image_size or 128), "--width", str(args.width or 1.0)]
+        command = [sys.executable, __file__, "--one", name, *recipe, "--batch-size", str(args.batch_size),
+                   "--steps", str(args.steps), "--device", args.device, "--mixed-precision", args.mixed_precision]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
         print(f"{r['model']:>10} {r['image_size']:>5} {r['parameters_m']:>10.2f} {r['train_images_per_s']:>12.1f} "

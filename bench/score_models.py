@@ -1,36 +1,46 @@
 """Score model folders through `pipeline("image-classification")`: the figures the model cards report.
 
     python bench/score_models.py models/tuned-cnn models/xception models/ensemble            # each run's own test split
-    python bench/score_models.py models/xception --data path/to/other/images                 # any image folder
+    python bench/score_models.py runs/xception --data path/to/other/images                   # any image folder
 
-Prints accuracy, ROC-AUC, ECE, accuracy after JPEG q75 re-compression and the pipeline's CPU ms per image
-(batch 1, median of 20), per model, plus accuracy per source.
+Prints, per model and then per source: accuracy, ROC-AUC, ECE, accuracy after JPEG q75 re-compression and the
+pipeline's CPU ms per image (batch 1, median of 20), and at the model's own verdict thresholds (config.json)
+the share of "uncertain" verdicts and how often a committed verdict (fake / real) is right. A run trained with
+--crop-faces is scored on the face crops it trained on (splits.json's face boxes), as training scored it.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from train.evaluate import score_folder, score_rows, test_split_rows
 
-from train.evaluate import score_folder, score_rows, test_split_rows  # noqa: E402
+HEADER = (f"{'model':>24} {'images':>6} {'accuracy':>8} {'AUC':>6} {'ECE':>6} {'JPEG q75':>8} {'CPU ms':>7} "
+          f"{'uncertain':>9} {'committed right':>15}")
 
 
-def main():
+def _verdicts(v):
+    if not v:
+        return f"{'–':>9} {'–':>15}"
+    right = "–" if v["committed_accuracy"] is None else f"{v['committed_accuracy']:.3f}"
+    return f"{v['uncertain_share']:>9.3f} {right + ' of ' + str(v['committed']):>15}"
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="Model folders (or Hub ids with --data)")
     parser.add_argument("--data", nargs="+", help="Image folders to score on (default: each run's test split)")
-    args = parser.parse_args()
-    print(f"{'model':>24} {'images':>6} {'accuracy':>8} {'AUC':>6} {'ECE':>6} {'JPEG q75':>8} {'CPU ms':>7}")
+    args = parser.parse_args(argv)
+    print(HEADER)
     for model in args.models:
-        if args.data:
-            r = score_folder(model, args.data)
-        else:
-            r = score_rows(model, test_split_rows(model))
-        print(f"{model:>24} {r['n']:>6} {r['accuracy']:>8.4f} {r['auc']:>6.4f} {r['ece']:>6.4f} "
-              f"{r['robustness']['jpeg_q75']['accuracy']:>8.4f} {r['pipeline_cpu_ms_per_image']:>7.1f}")
+        r = score_folder(model, args.data) if args.data else score_rows(model, test_split_rows(model))
+        verdicts = r.get("verdicts") or {}
+        print(f"{model:>24} {r['n']:>6} {r['accuracy']:>8.4f} {r['auc'] or float('nan'):>6.4f} {r['ece']:>6.4f} "
+              f"{r['robustness']['jpeg_q75']['accuracy']:>8.4f} {r['pipeline_cpu_ms_per_image']:>7.1f} "
+              f"{_verdicts(verdicts.get('overall'))}")
         for source, m in r["per_source"].items():
-            print(f"{'':>24} {m['n']:>6} {m['accuracy']:>8.4f} {m['auc'] or float('nan'):>6.4f}   ({source})")
+            print(f"{'':>24} {m['n']:>6} {m['accuracy']:>8.4f} {m['auc'] or float('nan'):>6.4f} {'':>6} {'':>8} "
+                  f"{'':>7} {_verdicts((verdicts.get('per_source') or {}).get(source))}   ({source})")
+        if not verdicts:
+            print(f"{'':>24} no verdict_thresholds in {model}/config.json: python -m hub set-thresholds {model}")
 
 
 if __name__ == "__main__":

@@ -226,3 +226,25 @@ def data_config_of(model):
 
 def logits_of(output):
     return output.logits if hasattr(output, "logits") else output
+
+
+def create_like(folder):
+    """An untrained model built to a saved folder's recipe — architecture, arguments, input size and
+    preprocessing, all read from its config.json — with random weights: for timing, where speed does not depend
+    on the weights, so benchmarks never retype the shipped sizes."""
+    import json
+
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    if "auto_map" in config:  # an ensemble: members and combiner are rebuilt from its config
+        config = {k: v for k, v in config.items() if k not in ("auto_map", "architectures", "model_type")}
+        model = DeepfakeEnsembleForImageClassification(DeepfakeEnsembleConfig(**config))
+        model.model_name = ENSEMBLE
+        return model
+    model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
+    model = timm.create_model(config["architecture"], pretrained=False, num_classes=len(ID2LABEL), **model_args)
+    model.pretrained_cfg = {**config["pretrained_cfg"], "architecture": config["architecture"],
+                            "num_classes": len(ID2LABEL)}
+    model.model_args = model_args
+    model.model_name = next((n for n, s in MODELS.items() if s.architecture == config["architecture"]), None)
+    return model
