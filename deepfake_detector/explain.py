@@ -145,6 +145,17 @@ def conv_stages(classifier):
     return stages
 
 
+# The layer names the app offers: every model here (timm ResNet-style, Xception, EfficientNet-Lite, and each
+# ensemble member) has a stem at 1/2 resolution and four stages after it, so these resolve for any of them.
+LAYER_DEPTHS = ("stem", "stage 1", "stage 2", "stage 3", "stage 4")
+
+
+def stages_at_depth(classifier, depth):
+    """The conv_stages names at `depth` ("stem", "stage 1", ...): one per ensemble member, one for a timm model;
+    [] when the model has no such stage."""
+    return [name for name in conv_stages(classifier) if name.rpartition(" · ")[2].split(" (")[0] == depth]
+
+
 def _feature_info(classifier, module):
     """[(module name, channels, reduction)] from timm's `feature_info`; for a model without it, the last module
     producing a 4-D map at each resolution, found with one forward pass."""

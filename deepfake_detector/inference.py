@@ -15,6 +15,7 @@ Gradio: a problem with the input is a `DataError`, which the app shows as is.
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,37 +119,77 @@ def thresholds_of(config):
 
 @dataclass
 class Detector:
+    """A served model: what its folder says (config.json, metrics.json, the card) at once, the pipeline on first
+    use, so the app can show its page before the models are in memory."""
     name: str
-    classifier: object  # transformers image-classification pipeline
     path: str
     source: str  # hub, cache, embedded, or "local folder" for a path given directly
     repo_id: str | None = None
     metrics: dict = field(default_factory=dict)
     card: str = ""  # the folder's README.md, when it has one
+    config: dict = field(default_factory=dict)  # the folder's config.json
+    _classifier: object = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def classifier(self):
+        """The transformers image-classification pipeline, loaded and warmed up on first use; threads that ask
+        while it loads wait for that one load."""
+        with self._lock:
+            if self._classifier is None:
+                start = time.perf_counter()
+                classifier = load_pipeline(self.path)
+                classifier(Image.new("RGB", (64, 64), (128, 128, 128)))  # warm up: the first call is several times slower
+                self._classifier = classifier
+                logger.info("loaded %s from %s in %.1f s", self.name, self.path, time.perf_counter() - start)
+        return self._classifier
+
+    @property
+    def loaded(self):
+        return self._classifier is not None
 
     @property
     def thresholds(self):
         """Verdict thresholds on P(fake) from the model's config.json; 0.5/0.5 (no "uncertain") without them."""
-        return thresholds_of(self.classifier.model.config) or dict(NO_THRESHOLDS)
+        return thresholds_of(self.config) or dict(NO_THRESHOLDS)
 
 
-def load_detectors(models, repo_ids=None):
-    """{name: folder or a resolved model with .path/.source} -> {name: Detector}, each pipeline loaded once."""
+def load_detectors(models, repo_ids=None, *, load="now"):
+    """{name: folder or a resolved model with .path/.source} -> {name: Detector}.
+
+    load: "now" loads every pipeline before returning; "background" returns at once and loads them in one
+    background thread, the default model (default_model) first, so a page can be served meanwhile (a request
+    that needs a model still loading waits for it); "lazy" loads each on its first use.
+    """
+    if load not in ("now", "background", "lazy"):
+        raise ValueError(f"load={load!r}: choose 'now', 'background' or 'lazy'.")
     detectors = {}
     for name, model in models.items():
         path = str(getattr(model, "path", model))
-        start = time.perf_counter()
         card_path = os.path.join(path, "README.md")
         card = Path(card_path).read_text(encoding="utf-8") if os.path.isfile(card_path) else ""
-        classifier = load_pipeline(path)
-        classifier(Image.new("RGB", (64, 64), (128, 128, 128)))  # warm up: the first call is several times slower
-        if thresholds_of(classifier.model.config) is None:
+        config = read_json(os.path.join(path, "config.json"))
+        if thresholds_of(config) is None:
             logger.warning("%s: its config.json has no %s, so verdicts use 0.5 (never uncertain); write them with "
                            "python -m hub set-thresholds %s", name, THRESHOLDS_KEY, path)
-        detectors[name] = Detector(name, classifier, path, getattr(model, "source", "local folder"),
-                                   (repo_ids or {}).get(name), read_json(os.path.join(path, "metrics.json")), card)
-        logger.info("loaded %s from %s in %.1f s", name, path, time.perf_counter() - start)
+        detectors[name] = Detector(name, path, getattr(model, "source", "local folder"), (repo_ids or {}).get(name),
+                                   read_json(os.path.join(path, "metrics.json")), card, config)
+    order = sorted(detectors, key=lambda n: n != default_model(detectors)) if detectors else []
+    if load == "now":
+        for name in order:
+            detectors[name].classifier
+    elif load == "background":
+        threading.Thread(target=_load_all, args=([detectors[name] for name in order],), name="load-models",
+                         daemon=True).start()
     return detectors
+
+
+def _load_all(detectors):
+    for detector in detectors:
+        try:
+            detector.classifier
+        except Exception:  # noqa: BLE001 - said in the log; the first request for it retries and gets the error
+            logger.exception("could not load %s from %s", detector.name, detector.path)
 
 
 def default_model(detectors):
