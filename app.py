@@ -16,7 +16,6 @@ import argparse
 import functools
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pandas as pd
 from gradio.data_classes import FileData, GradioModel, GradioRootModel
 
 from deepfake_detector import explain
+from deepfake_detector.card import models_markdown
 from deepfake_detector.examples import read_manifest
 from deepfake_detector.images import DataError
 from deepfake_detector.inference import (BATCH_COLUMNS, agreement, choose, compare_models, default_model,
@@ -34,7 +34,7 @@ from deepfake_detector.inputs import (BATCH_MAX_FILES, check_files, check_range,
                                       read_image)
 from deepfake_detector.render import (compare_chart, draw_faces, images_as_files, info_markdown, stack_images,
                                       write_csv)
-from deepfake_detector.report import per_source_record, percent, probability_text, threshold_text, track_record
+from deepfake_detector.report import probability_text, threshold_text, track_record
 from deepfake_detector.video import (VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_SECONDS, read_video_frames,
                                      score_video)
 
@@ -46,8 +46,6 @@ VIDEO_SAMPLES = (4, 64, 16)
 # their own limit of one (concurrency_id), so they cannot starve quick detections.
 QUEUE_OPTIONS = {"default_concurrency_limit": 2, "max_size": 64}
 LAUNCH_OPTIONS = {"theme": gr.themes.Soft(), "max_file_size": "200mb"}  # 200 MB: our own limits say it better
-LICENCE = ("CC BY-NC 4.0 — non-commercial use only: the real training faces are FFHQ (CC BY-NC-SA 4.0), "
-           "the StyleGAN fakes CC BY-NC 4.0, the CIPLab composites research-only")
 logger = logging.getLogger(__name__)
 
 
@@ -233,92 +231,9 @@ def batch(detectors, files, model_name, progress=gr.Progress()):
     return summary, shown, write_csv(rows, BATCH_COLUMNS)
 
 
-def _section(markdown, title):
-    """The body of the `## title` section of a markdown document ('' when absent)."""
-    match = re.search(rf"^## {re.escape(title)}\s*$(.*?)(?=^## |\Z)", markdown, flags=re.MULTILINE | re.DOTALL)
-    return match.group(1).strip() if match else ""
-
-
-def _number(value, digits=3):
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
-
-
-def _share(value):
-    return percent(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
-
-
-SOURCES = {"hub": "the Hugging Face Hub", "cache": "a local copy of the Hub model", "embedded": "the copy shipped with this app",
-           "local folder": "a model folder given at start-up"}
-
-
 def model_cards(detectors):
-    """The models side by side (figures from each folder's metrics.json), accuracy per data set, limitations
-    once (the text every card shares, then what one card adds), and links to the Hub model pages."""
-    names = list(detectors)
-    lines = [f"Licence of every model: {LICENCE}. A score is a probability, not proof: keep a person in the loop.", "",
-             "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-
-    def row(label, values):
-        lines.append(f"| {label} | " + " | ".join(values) + " |")
-
-    ds = list(detectors.values())
-    tests = [d.metrics.get("test") or {} for d in ds]
-    overall = [(d.metrics.get("verdicts") or {}).get("overall") or {} for d in ds]
-    row("Model page", [f"[{d.repo_id}](https://huggingface.co/{d.repo_id})" if d.repo_id else "not on the Hub"
-                       for d in ds])
-    row("Loaded from", [SOURCES.get(d.source, d.source) for d in ds])
-    row("Architecture", [f"{d.metrics.get('architecture', '–')}, {d.metrics.get('image_size', '–')} px input"
-                         for d in ds])
-    row("Test accuracy / ROC-AUC", [f"{_number(t.get('accuracy'))} / {_number(t.get('auc'))} on {t.get('n', '–')} images"
-                                    for t in tests])
-    row("Verdict thresholds", [_rule(d.thresholds) for d in ds])
-    row("Said uncertain (test)", [_share(o.get("uncertain_share")) for o in overall])
-    row("Right when not uncertain (test)", [_share(o.get("committed_accuracy")) for o in overall])
-    row("Calibration error after temperature scaling", [_number(t.get("ece_after")) for t in tests])
-    row("Trained on", [", ".join((d.metrics.get("data") or {}).get("datasets") or []) or "not recorded" for d in ds])
-    row("CPU time per image", [f"{_number((d.metrics.get('inference') or {}).get('cpu_ms_per_image'), 1)} ms"
-                               for d in ds])
-
-    sources = sorted({s for d in ds for s in (d.metrics.get("per_source") or {})})
-    if sources:
-        lines += ["", "### Per source", "", "Test accuracy on each data set (said uncertain / right when not, where "
-                  "recorded).", "", "| data set | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for source in sources:
-            cells = []
-            for d in ds:
-                acc = ((d.metrics.get("per_source") or {}).get(source) or {}).get("accuracy")
-                record = {s: (u, c) for s, u, c, _ in per_source_record(d.metrics)}.get(source)
-                extra = f" ({_share(record[0])} / {_share(record[1])})" if record else ""
-                cells.append(_number(acc) + extra)
-            lines.append(f"| {source} | " + " | ".join(cells) + " |")
-
-    limitations = {d.name: _section(d.card, "Limitations") or _card_limitations(d.metrics) for d in ds}
-    shared = _common_paragraphs(list(limitations.values()))
-    lines += ["", "### Limitations", "", *shared]
-    for name, text in limitations.items():
-        own = [p for p in _paragraphs(text) if p not in shared]
-        if own:
-            lines += ["", f"**{name} only:**", "", *own]
-    return "\n".join(lines)
-
-
-def _card_limitations(metrics):
-    """The Limitations a model card would have, for a folder without a README (hub/ is not on the Space)."""
-    try:
-        from hub.card import model_card
-    except ImportError:
-        return ""
-    return _section(model_card(metrics), "Limitations")
-
-
-def _paragraphs(text):
-    return [p.strip() for p in re.split(r"\n\s*\n", text or "") if p.strip()]
-
-
-def _common_paragraphs(texts):
-    """The paragraphs every text holds, in the first text's order."""
-    first, *rest = [_paragraphs(t) for t in texts] or [[]]
-    return [p for p in first if all(p in other for other in rest)]
+    """One section per model: where it was loaded from, test metrics, data, licence, limitations, Hub link."""
+    return models_markdown(detectors.values())
 
 
 def event(function, detectors):

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
-from hub.card import model_card, refresh_space_header
+from deepfake_detector.card import model_card
+from hub.space import refresh_space_header
 
 REQUIRED_MODEL_FILES = ("config.json", "model.safetensors")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

@@ -22,7 +22,8 @@ from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundErro
 from safetensors.torch import save_file
 
 from hub.__main__ import main
-from hub.card import model_card, refresh_space_header, space_front_matter, split_front_matter, update_front_matter
+from deepfake_detector.card import model_card
+from hub.space import refresh_space_header, space_front_matter, split_front_matter, update_front_matter
 from deepfake_detector.registry import ModelEntry, ModelUnavailableError, load_models, resolve_model
 from hub.push import push_model, space_files
 
@@ -163,6 +164,28 @@ def test_card_says_how_often_verdicts_were_right():
     thresholds = {"fake": 0.8, "real": 0.24, "target_precision": 0.85, "validation_precision": {"fake": 0.87, "real": 0.8333}}
     text = model_card(dict(METRICS, thresholds=thresholds))
     assert "decision thresholds `fake`: 0.8, `real`: 0.24, `target_precision`: 0.85; verdicts right on validation: fake 87%, real 83%." in text
+
+
+def test_card_reports_uncertain_share_and_committed_accuracy_per_source():
+    verdicts = {"thresholds": {"fake": 0.8, "real": 0.24},
+                "overall": {"n": 473, "uncertain_share": 0.1234, "committed": 415, "committed_accuracy": 0.9566},
+                "per_source": {"ciplab": {"n": 153, "uncertain_share": 0.3, "committed": 107,
+                                          "committed_accuracy": 0.8785}}}
+    text = model_card(dict(METRICS, verdicts=verdicts))
+    assert "\n### Verdicts at the model's thresholds\n" in text
+    assert "fake if P(fake) ≥ 0.80, real if ≤ 0.24" in text
+    assert "| `ciplab` | 153 | 30% | 88% |" in text and "| all | 473 | 12% | 96% |" in text
+    assert "### Verdicts at the model's thresholds" not in model_card(METRICS)
+
+
+def test_report_md_is_rendered_by_the_card_sections():
+    from train.evaluate import report_markdown
+
+    report, text = report_markdown(METRICS), model_card(METRICS)
+    assert report.startswith("# xception — run report\n\nReproduce with:")
+    for block in ("| `ciplab` | 153 | 0.7271 | 0.7764 |", "| JPEG quality 50 | 0.7301 | 0.8000 | -0.0822 |",
+                  "| train | 1100 | 1180 | 2280 |"):
+        assert block in report and block in text
 
 
 def test_card_lists_what_was_tried():

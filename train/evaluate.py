@@ -13,11 +13,31 @@ import time
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    recall_score,
+    roc_auc_score,
+)
 
+from deepfake_detector import card
 from deepfake_detector.faces import crop_face
-from deepfake_detector.images import ID2LABEL, LABEL2ID, ROBUSTNESS, DataError, degrade, load_image, reencode_jpeg
-from deepfake_detector.inference import load_pipeline, pipeline_fake_probability, thresholds_of, verdict
+from deepfake_detector.images import (
+    ID2LABEL,
+    LABEL2ID,
+    ROBUSTNESS,
+    DataError,
+    degrade,
+    load_image,
+    reencode_jpeg,
+)
+from deepfake_detector.inference import (
+    load_pipeline,
+    pipeline_fake_probability,
+    thresholds_of,
+    verdict,
+)
 from deepfake_detector.layout import read_json, set_thresholds, write_json
 from train.data import image_bytes, load_sources
 
@@ -218,53 +238,13 @@ def save_plots(folder, metrics, history=None, labels=None, fake_probability=None
     return written
 
 
-def _fmt(value, digits=3):
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def report_markdown(metrics):
-    """A readable report.md from metrics.json."""
-    test = metrics["test"]
-    lines = [f"# {metrics['model']} — run report", ""]
-    training = metrics.get("training", {})
-    if training.get("command"):
-        lines += ["Reproduce with:", "", "```", training["command"], "```", ""]
-    lines += ["## Test split", "", "| metric | value |", "|---|---|",
-              f"| images | {test['n']} |", f"| accuracy | {_fmt(test['accuracy'])} |",
-              f"| weighted recall | {_fmt(test['weighted_recall'])} |", f"| ROC-AUC | {_fmt(test['auc'])} |",
-              f"| ECE before calibration | {_fmt(test.get('ece_before'))} |",
-              f"| ECE after calibration (T = {_fmt(metrics.get('temperature'), 2)}) | {_fmt(test.get('ece_after'))} |",
-              "", "### Classification report", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for name, row in test["classification_report"].items():
-        if isinstance(row, dict):
-            lines.append(f"| {name} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1-score'])} "
-                         f"| {int(row['support'])} |")
-    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
-    if metrics.get("per_source"):
-        lines += ["## Per source", "", "| source | images | accuracy | AUC |", "|---|---|---|---|"]
-        lines += [f"| {s} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['auc'])} |" for s, m in metrics["per_source"].items()]
-        lines.append("")
-    if metrics.get("robustness"):
-        lines += ["## Robustness (test accuracy under degradation)", "", "| condition | accuracy | AUC |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v['accuracy'])} | {_fmt(v['auc'])} |" for k, v in metrics["robustness"].items()]
-        lines.append("")
-    if metrics.get("thresholds"):
-        t = metrics["thresholds"]
-        reached = t.get("validation_precision") or {}
-        lines += ["## Verdict thresholds (from validation)", "",
-                  f"P(fake) ≥ {t['fake']:.2f} → fake; P(fake) ≤ {t['real']:.2f} → real; otherwise uncertain. "
-                  f"Target: each verdict right {t['target_precision']:.0%} of the time on validation; reached: "
-                  f"fake {_fmt(reached.get('fake'), 2)}, real {_fmt(reached.get('real'), 2)}.", ""]
-    lines += ["## Data", "", "| split | fake | real |", "|---|---|---|"]
-    lines += [f"| {s} | {c['fake']} | {c['real']} |" for s, c in metrics["data"]["counts"].items()]
-    lines += ["", "## Training", "", "| | |", "|---|---|"]
-    for key in ("epochs", "epochs_run", "best_epoch", "wall_time_s", "train_images_per_s", "device"):
-        if key in training:
-            lines.append(f"| {key.replace('_', ' ')} | {training[key]} |")
-    if metrics.get("inference"):
-        lines.append(f"| CPU ms/image (batch 1) | {_fmt(metrics['inference']['cpu_ms_per_image'], 1)} |")
-    lines += ["", "![training curves](training_curves.png)", ""]
-    return "\n".join(lines)
+    """report.md from metrics.json, rendered by the same sections as the model card (`deepfake_detector.card`)."""
+    lines = [f"# {metrics.get('model', 'model')} — run report", ""]
+    if command := card.get(metrics, "training", "command"):
+        lines += ["Reproduce with:", "", "```", command, "```", ""]
+    sections = [card.evaluation(metrics), card.training_data(metrics), card.training_details(metrics)]
+    return "\n".join(lines) + "\n\n".join(section for section in sections if section) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -23,13 +23,25 @@ from safetensors.torch import load_file, save_file
 from timm.data import Mixup
 from tqdm.auto import tqdm
 
+from deepfake_detector.card import fmt
 from deepfake_detector.images import ID2LABEL, ROBUSTNESS, DataError
 from deepfake_detector.layout import save_model, write_json
-from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
+from deepfake_detector.modeling_deepfake_ensemble import (
+    DeepfakeEnsembleForImageClassification,
+)
 from deepfake_detector.models import create_model, data_config_of, logits_of
 from train import evaluate as ev
 from train.config import as_dict, command_line, output_paths, parse_args
-from train.data import Augment, ImageDataset, find_faces, load_sources, scrub, source_name, split, split_counts
+from train.data import (
+    Augment,
+    ImageDataset,
+    find_faces,
+    load_sources,
+    scrub,
+    source_name,
+    split,
+    split_counts,
+)
 from train.models import fold_temperature, trainable_parameters
 
 CHECKPOINT = "checkpoint"
@@ -143,7 +155,7 @@ def train(data_args, model_args, train_args, command=""):
                                  "val_accuracy": val["accuracy"], "val_auc": val["auc"],
                                  "lr": scheduler.get_last_lr()[0], "seconds": time.time() - start})
         accelerator.print(f"epoch {epoch + 1}/{train_args.epochs}: train loss {train_loss:.4f}, val loss "
-                          f"{val_loss:.4f}, val accuracy {val['accuracy']:.4f}, val AUC {ev._fmt(val['auc'], 4)} "
+                          f"{val_loss:.4f}, val accuracy {val['accuracy']:.4f}, val AUC {fmt(val['auc'], 4)} "
                           f"({time.time() - start:.0f} s)")
         if state["best_score"] is None or score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch + 1, stale_epochs=0)
@@ -352,7 +364,7 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     if os.path.exists(final):  # --overwrite: the old run goes only now that the new one is complete
         shutil.rmtree(final)
     os.replace(work, final)
-    accelerator.print(f"test accuracy {test['accuracy']:.4f}, AUC {ev._fmt(test['auc'], 4)}, ECE "
+    accelerator.print(f"test accuracy {test['accuracy']:.4f}, AUC {fmt(test['auc'], 4)}, ECE "
                       f"{test['ece_before']:.3f} → {test['ece_after']:.3f}; model and report in {final}")
     accelerator.wait_for_everyone()
     return metrics
