@@ -11,6 +11,7 @@ parse the card back with `huggingface_hub.ModelCard`.
 """
 
 import math
+import re
 from pathlib import PurePosixPath
 
 from huggingface_hub import EvalResult, ModelCardData
@@ -434,7 +435,8 @@ def models_markdown(detectors) -> str:
     names = [d.name for d in detectors]
     facts = [dict(model_facts(d)) for d in detectors]
     parts = [f"Licence of every model: {LICENSE_TERMS}. A score is a probability, not proof: keep a person in the loop.",
-             table([""] + names, [[what] + [f[what] for f in facts] for what in facts[0]]) if facts else ""]
+             table([""] + names, [[what] + [f[what] for f in facts] for what in facts[0]
+                                  if any(f[what] != "–" for f in facts)]) if facts else ""]
     sources = sorted({s for d in detectors for s in (d.metrics.get("per_source") or {})})
     if sources:
         rows = []
@@ -458,4 +460,6 @@ def models_markdown(detectors) -> str:
 
 
 def _paragraphs(text: str) -> list[str]:
-    return [p.strip() for p in text.split("\n\n") if p.strip()]
+    """Blocks of a text, the one-line notes split into sentences (so a shared sentence is said once)."""
+    blocks = [p.strip() for p in text.split("\n\n") if p.strip()]
+    return [part for b in blocks for part in ([b] if "\n" in b else re.split(r"(?<=\.) (?=[A-Z])", b))]

@@ -303,7 +303,7 @@ def test_video_scores_sampled_frames_and_averages_the_most_suspicious(detectors,
 
 def test_model_cards_name_source_licence_and_limitations(detectors, tiny_models):
     cards = app.model_cards(detectors)
-    assert cards.splitlines()[2] == "| | tuned-cnn | xception | ensemble |"  # the models side by side
+    assert cards.splitlines()[2] == "|  | tuned-cnn | xception | ensemble |"  # the models side by side
     assert "non-commercial" in cards and cards.count("a model folder given at start-up") == 3
     assert cards.count("### Limitations") == 1 and cards.count("diffusion models") == 1  # once, not per model
     assert not any(str(folder) in cards for folder in tiny_models.values())  # no server paths
@@ -442,7 +442,7 @@ def check_batch(client, inputs):
 
 def check_model_cards(client, inputs):
     cards = client.predict(api_name="/model_cards")
-    assert "| | tuned-cnn | xception | ensemble |" in cards and cards.count("### Limitations") == 1
+    assert "|  | tuned-cnn | xception | ensemble |" in cards and cards.count("### Limitations") == 1
 
 
 ENDPOINTS = {f"/{check.__name__[len('check_'):]}": check for check in (
