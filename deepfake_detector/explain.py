@@ -1,7 +1,7 @@
 """Why did the detector say fake? LIME, Grad-CAM, feature maps and per-layer activations, as PIL images.
 
     from deepfake_detector.explain import lime_explanation, grad_cam, conv_stages, feature_maps, layer_overlay, HOW_TO_READ
-    classifier = train.evaluate.load_pipeline("runs/xception")
+    classifier = deepfake_detector.inference.load_pipeline("runs/xception")
     overlay, info = lime_explanation(classifier, image)          # superpixels: red pushes to fake, green to real
     overlay, info = grad_cam(classifier, image)                  # where the last conv stage sees "fake"
     grid = feature_maps(classifier, image, next(iter(conv_stages(classifier))))
@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from deepfake_detector.images import LABEL2ID, load_image, to_rgb
 
@@ -523,10 +523,9 @@ def layer_overlay(classifier, image, layer_names=None):
 
 def _display(image):
     """The upload at its own size, or scaled down to MAX_DISPLAY_SIDE on its longer side."""
-    scale = MAX_DISPLAY_SIDE / max(image.size)
-    if scale >= 1:
+    if max(image.size) <= MAX_DISPLAY_SIDE:
         return image
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    return ImageOps.contain(image, (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE), Image.BILINEAR)
 
 
 def _scale_box(box, size, display_size):

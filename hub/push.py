@@ -13,27 +13,29 @@ User errors raise `PushError` (the CLI prints one line and exits 2); Hub errors 
 
 import json
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from deepfake_detector.card import model_card
 from hub.space import refresh_space_header
 
 REQUIRED_MODEL_FILES = ("config.json", "model.safetensors")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-# Never uploaded from a model folder or the project: training state, partial writes, caches, VCS.
-SKIPPED_DIRS = {"checkpoints", "__pycache__", ".git", ".ipynb_checkpoints", ".cache"}
-SKIPPED_SUFFIXES = (".partial", ".pyc", ".tmp")
-SKIPPED_NAMES = {".DS_Store"}
-
-# The Space: the app, the core it stands on and the shipped models; never train/ or hub/ (the app imports
-# neither: tests/test_layers.py checks it) and no other top-level module.
-SPACE_TOP_FILES = ("app.py", "README.md", "requirements.txt", "packages.txt")
-SPACE_FOLDERS = ("deepfake_detector", "models")
-
-REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Never uploaded from a model folder or the project (upload_folder's ignore_patterns; "*" matches "/" too):
+# training state, partial writes, caches, VCS.
+IGNORE_PATTERNS = ["checkpoints/*", "*/checkpoints/*", "__pycache__/*", "*/__pycache__/*", ".ipynb_checkpoints/*",
+                   "*/.ipynb_checkpoints/*", ".cache/*", "*/.cache/*", ".git/*", "*.partial", "*.partial/*",
+                   "*.pyc", "*.tmp", ".DS_Store", "*/.DS_Store"]
+# The Space (upload_folder's allow_patterns): the app, the core it stands on and the shipped models; never train/
+# or hub/ (the app imports neither: tests/test_layers.py checks it) and no other top-level module.
+SPACE_PATTERNS = ["app.py", "README.md", "requirements.txt", "packages.txt", "deepfake_detector/*", "models/*"]
+ASCII_REPO_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 class PushError(ValueError):
@@ -49,12 +51,15 @@ class PushResult:
 
 
 def check_repo_id(repo_id: str) -> str:
-    """`repo_id` if it is a valid "namespace/name" Hub id, else PushError."""
-    name = repo_id.split("/")[-1]
-    if (not REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id or name.endswith((".", "-"))
-            or len(name) > 96):
-        raise PushError(f"malformed repo id {repo_id!r}: expected 'username/model-name' (letters, digits, "
-                        "'-', '_', '.'; no '--' or '..'; name at most 96 characters)")
+    """`repo_id` if huggingface_hub's validate_repo_id accepts it and it is an ASCII "namespace/name"."""
+    try:
+        validate_repo_id(repo_id)
+        problem = None if ASCII_REPO_ID.fullmatch(repo_id) else "a namespace and ASCII letters only"
+    except HFValidationError as error:
+        problem = str(error).splitlines()[0]
+    if problem:
+        raise PushError(f"malformed repo id {repo_id!r}: expected 'username/model-name' (letters, digits, '-', "
+                        f"'_', '.'; no '--' or '..'; name at most 96 characters): {problem}")
     return repo_id
 
 
@@ -66,15 +71,10 @@ def require_token(token: str | None = None) -> str:
     return token
 
 
-def _is_skipped(relative: Path) -> bool:
-    folders = relative.parts[:-1]
-    return (any(part in SKIPPED_DIRS or part.endswith(".partial") for part in folders)
-            or relative.name in SKIPPED_NAMES or relative.name.endswith(SKIPPED_SUFFIXES))
-
-
-def _walk(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and not _is_skipped(p.relative_to(folder)))
+def _files(root: Path, allow_patterns=None) -> list[str]:
+    """The files under `root` that upload_folder would send with these patterns (relative posix paths)."""
+    candidates = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return sorted(filter_repo_objects(candidates, allow_patterns=allow_patterns, ignore_patterns=IGNORE_PATTERNS))
 
 
 def model_files(folder: str | Path) -> list[str]:
@@ -86,7 +86,7 @@ def model_files(folder: str | Path) -> list[str]:
     if missing:
         raise PushError(f"{folder} is not a model folder: missing {', '.join(missing)} "
                         "(save the model with safetensors weights first)")
-    files = _walk(folder)
+    files = _files(folder)
     if pickles := [f for f in files if f.endswith(PICKLE_SUFFIXES)]:
         raise PushError(f"{folder} contains pickled weights ({', '.join(pickles)}): only safetensors are pushed; "
                         "delete them or move them out of the folder")
@@ -110,19 +110,9 @@ def ensure_card(folder: str | Path, repo_id: str, *, overwrite: bool = False) ->
     return True
 
 
-def _commit_files(api: HfApi, repo_id: str, root: Path, files: list[str], *, repo_type: str,
-                  revision: str | None, message: str, overrides: dict[str, bytes] | None = None):
-    """One commit adding `files` (paths under root); `overrides` gives some of them other content."""
-    overrides = overrides or {}
-    operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=overrides.get(f, root / f)) for f in files]
-    return api.create_commit(repo_id=repo_id, repo_type=repo_type, operations=operations,
-                             commit_message=message, revision=revision)
-
-
-def _repo_url(api: HfApi, repo_id: str, repo_type: str, revision: str | None) -> str:
-    prefix = {"model": "", "space": "spaces/", "dataset": "datasets/"}[repo_type]
-    url = f"{api.endpoint}/{prefix}{repo_id}"
-    return f"{url}/tree/{revision}" if revision and revision != "main" else url
+def _url(commit, revision: str | None) -> str:
+    """The repo's page (at `revision` when not main), from the CommitInfo the upload returned."""
+    return f"{commit.repo_url}/tree/{revision}" if revision and revision != "main" else str(commit.repo_url)
 
 
 def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
@@ -139,19 +129,18 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     api.create_repo(repo_id, private=private, exist_ok=True)
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    commit = _commit_files(api, repo_id, folder, files, repo_type="model", revision=revision,
-                           message=commit_message or f"Upload {folder.name} model")
-    return PushResult(_repo_url(api, repo_id, "model", revision), commit.oid, files, card_written)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=IGNORE_PATTERNS, revision=revision,
+                               commit_message=commit_message or f"Upload {folder.name} model")
+    return PushResult(_url(commit, revision), commit.oid, files, card_written)
 
 
 def space_files(root: str | Path) -> list[str]:
-    """Exactly the project files the Space needs (relative posix paths), see the module docstring."""
+    """Exactly the project files the Space gets (relative posix paths): SPACE_PATTERNS minus IGNORE_PATTERNS."""
     root = Path(root)
-    files = [name for name in SPACE_TOP_FILES if (root / name).is_file()]
-    for folder in SPACE_FOLDERS:
-        if (root / folder).is_dir():
-            files += [f"{folder}/{f}" for f in _walk(root / folder)]
-    return sorted(files)
+    tops = [root / name.split("/")[0] for name in SPACE_PATTERNS]  # walk only what may match, not runs/ or .git/
+    files = [p.relative_to(root).as_posix() for top in tops if top.exists()
+             for p in ([top] if top.is_file() else top.rglob("*")) if p.is_file()]
+    return sorted(filter_repo_objects(files, allow_patterns=SPACE_PATTERNS, ignore_patterns=IGNORE_PATTERNS))
 
 
 def space_readme(root: str | Path) -> str:
@@ -174,10 +163,16 @@ def push_space(root: str | Path, space_id: str, *, token: str | None = None, pri
     files = space_files(root)
     if missing := [name for name in ("app.py", "README.md", "requirements.txt") if name not in files]:
         raise PushError(f"{root.resolve()} is not the project root: missing {', '.join(missing)}")
-    readme = space_readme(root).encode()
+    readme = space_readme(root)
     token = require_token(token)
     api = HfApi(token=token)
     api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-    commit = _commit_files(api, space_id, root, files, repo_type="space", revision=None,
-                           message=commit_message or "Update the Space", overrides={"README.md": readme})
-    return PushResult(_repo_url(api, space_id, "space", None), commit.oid, files)
+    with tempfile.TemporaryDirectory(prefix="space-") as staging:  # the Space's files, its README refreshed
+        for name in files:
+            (Path(staging) / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / name, Path(staging) / name)
+        (Path(staging) / "README.md").write_text(readme)
+        commit = api.upload_folder(repo_id=space_id, repo_type="space", folder_path=staging,
+                                   allow_patterns=SPACE_PATTERNS, ignore_patterns=IGNORE_PATTERNS,
+                                   commit_message=commit_message or "Update the Space")
+    return PushResult(_url(commit, None), commit.oid, files)

@@ -504,12 +504,14 @@ def test_the_readme_documents_every_endpoint(client):
     assert documented == set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
 
 
-@pytest.mark.parametrize("line", readme_client_lines())
-def test_readme_snippet_runs_against_the_app(client, line, monkeypatch):
-    """Each line exactly as the README prints it (the example files it names are the repository's), so a
-    wrong argument, a wrong number of outputs or a renamed endpoint fails here."""
+def test_readme_snippets_run_against_the_app(client, monkeypatch):
+    """Each line exactly as the README prints it, in its order (a later line may use an earlier one's result; the
+    example files it names are the repository's), so a wrong argument, a wrong number of outputs or a renamed
+    endpoint fails here."""
     monkeypatch.chdir(README.parent)
     namespace = {"client": client, "handle_file": handle_file}
-    exec(line.split("#")[0], namespace)  # noqa: S102 - our own README, run on purpose
-    outputs = [v for k, v in namespace.items() if k not in ("client", "handle_file", "__builtins__")]
-    assert outputs and all(v is not None for v in outputs), line
+    for line in readme_client_lines():
+        before = set(namespace)
+        exec(line.split("  #")[0], namespace)  # noqa: S102 - our own README, run on purpose
+        assigned = [name for name in namespace if name not in before or name in line.split("=")[0]]
+        assert assigned and all(namespace[name] is not None for name in assigned), line

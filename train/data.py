@@ -57,6 +57,9 @@ def load_sources(sources, *, image_column="image", label_column="label"):
     parts = []
     for source in sources:
         if os.path.isdir(source):
+            if not any(files for _, _, files in os.walk(source)):
+                # Asked for an empty folder's files explicitly, datasets fails with a bare ValueError of its own.
+                raise DataError(f"{source} holds no image files: put .jpg/.png files in real/ and fake/ folders.")
             try:
                 loaded = datasets.load_dataset("imagefolder", data_files=_folder_files(source))
             except (datasets.exceptions.DataFilesNotFoundError, datasets.data_files.EmptyDatasetError):

@@ -359,7 +359,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="Saved model folder or Hub id")
     parser.add_argument("--data", action="extend", nargs="+", help="Image folder(s) or Hub dataset id(s)")
     parser.add_argument("--refit-thresholds", action="store_true",
-                        help="Choose a run's verdict thresholds again on its validation split (updates metrics.json)")
+                        help="Choose a run's verdict thresholds again on its validation split (updates metrics.json and "
+                             "config.json)")
     parser.add_argument("--target-precision", type=float, default=TARGET_PRECISION,
                         help="With --refit-thresholds: how often a fake/real verdict must be right on validation")
     parser.add_argument("--output", help="Folder for metrics.json (printed only when absent)")

@@ -25,6 +25,7 @@ import imagehash
 import matplotlib
 import numpy as np
 from PIL import JpegImagePlugin
+from sklearn.metrics import roc_auc_score
 
 from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError, load_image, open_image
 from deepfake_detector.layout import write_json
@@ -60,7 +61,7 @@ def _training_field(name):
 
 @dataclass
 class ExploreArguments:
-    data: list = _training_field("data")
+    data: list[str] = _training_field("data")
     output: str = field(default="", metadata={"help": "Folder for report.md, summary.json and the figures"})
     image_column: str = _training_field("image_column")
     label_column: str = _training_field("label_column")
@@ -165,10 +166,8 @@ def class_difference(values, labels, rng):
 
 def separability(fake_values, real_values):
     """ROC-AUC of telling fake from real by one number, either way round: 0.5 = no information, 1 = perfect."""
-    fake = np.sort(np.asarray(fake_values, dtype=np.float64))
-    real = np.asarray(real_values, dtype=np.float64)
-    below, up_to = np.searchsorted(fake, real, "left"), np.searchsorted(fake, real, "right")
-    auc = float((below + (up_to - below) / 2).sum() / (len(fake) * len(real)))
+    values = np.concatenate([np.asarray(fake_values, dtype=np.float64), np.asarray(real_values, dtype=np.float64)])
+    auc = float(roc_auc_score(np.r_[np.ones(len(fake_values)), np.zeros(len(real_values))], values))
     return max(auc, 1 - auc)
 
 

@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from timm.data import Mixup
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from deepfake_detector.card import fmt
 from deepfake_detector.images import ID2LABEL, ROBUSTNESS, DataError
@@ -212,14 +213,7 @@ def make_scheduler(optimizer, train_args, steps_per_epoch):
     if train_args.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train_args.learning_rate, total_steps=total)
     warmup = min(total - 1, int(train_args.warmup_epochs * steps_per_epoch))
-
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        # A Python float: numpy scalars in the scheduler state would not load under torch.load(weights_only=True).
-        return float(0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
 def set_train_mode(model, train_members):
