@@ -29,7 +29,8 @@ from deepfake_detector.card import models_markdown
 from deepfake_detector.examples import read_manifest
 from deepfake_detector.images import DataError
 from deepfake_detector.inference import (BATCH_COLUMNS, agreement, choose, compare_models, default_model,
-                                         load_detectors, main_face, score_faces, score_files, verdict)
+                                         load_detectors, load_in_background, main_face, score_faces, score_files,
+                                         verdict)
 from deepfake_detector.inputs import (BATCH_MAX_FILES, check_files, check_range, check_thresholds, frame_count,
                                       read_image)
 from deepfake_detector.render import (compare_chart, draw_faces, images_as_files, info_markdown, stack_images,
@@ -344,6 +345,7 @@ def build_demo(models, *, repo_ids=None, load="now"):
     start = default_model(detectors)
     # delete_cache: the files gradio keeps of uploads and answers go after an hour (checked every 10 minutes).
     with gr.Blocks(title="Deepfake face detector", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        demo.detectors = detectors  # main() starts loading them once the page is served
         gr.Markdown(f"# Is this face real or generated?\n{len(detectors)} detectors trained on face photos and "
                     "fakes — with their reasons. A score is a probability, not proof.")
 
@@ -517,8 +519,12 @@ def main(argv=None):
         sys.exit(f"No model found: models/models.json lists {names}, but none resolved from the Hub, the local cache "
                  "or models/. Connect to the Hub, copy trained model folders into models/, or pass "
                  "--model NAME=FOLDER (e.g. --model xception=runs/xception).")
-    demo = build_demo(models, repo_ids=repo_ids, load="background").queue(**QUEUE_OPTIONS)
-    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_OPTIONS)
+    # The page first, the models behind it: loading them while gradio starts would slow both (2 cores, one GIL).
+    # A request that comes before its model is loaded waits for it.
+    demo = build_demo(models, repo_ids=repo_ids, load="lazy").queue(**QUEUE_OPTIONS)
+    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **LAUNCH_OPTIONS)
+    load_in_background(demo.detectors)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -40,12 +40,30 @@ def load_pipeline(model, *, revision=None, device=None):
     """The one way a saved model is loaded: transformers' image-classification pipeline."""
     from transformers import pipeline
 
+    _quiet_transformers()
     try:
         return pipeline("image-classification", model=model, revision=revision, device=device,
                         trust_remote_code=needs_remote_code(model))
     except (OSError, ValueError) as e:
         raise DataError(f"{model} is not a model folder or Hub model this project can load "
                         f"({str(e).splitlines()[0]}): pass a folder written by python -m train.") from None
+
+
+class _NoFalseBackendWarning(logging.Filter):
+    """transformers asks for a torchvision image processor first, and timm models only have a PIL one, so every
+    load logs "Requested torchvision backend is not available" although nothing is wrong: dropped."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("Requested torchvision backend is not available")
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the per-load "Loading weights" bar, in the app's log
+    auto = logging.getLogger("transformers.models.auto.image_processing_auto")
+    if not any(isinstance(f, _NoFalseBackendWarning) for f in auto.filters):
+        auto.addFilter(_NoFalseBackendWarning())
 
 
 def needs_remote_code(model):
@@ -174,14 +192,21 @@ def load_detectors(models, repo_ids=None, *, load="now"):
                            "python -m hub set-thresholds %s", name, THRESHOLDS_KEY, path)
         detectors[name] = Detector(name, path, getattr(model, "source", "local folder"), (repo_ids or {}).get(name),
                                    read_json(os.path.join(path, "metrics.json")), card, config)
-    order = sorted(detectors, key=lambda n: n != default_model(detectors)) if detectors else []
     if load == "now":
-        for name in order:
-            detectors[name].classifier
+        for detector in detectors.values():
+            detector.classifier
     elif load == "background":
-        threading.Thread(target=_load_all, args=([detectors[name] for name in order],), name="load-models",
-                         daemon=True).start()
+        load_in_background(detectors)
     return detectors
+
+
+def load_in_background(detectors):
+    """Load every pipeline of {name: Detector} in one daemon thread, the default model first -> the thread."""
+    order = sorted(detectors, key=lambda n: n != default_model(detectors)) if detectors else []
+    thread = threading.Thread(target=_load_all, args=([detectors[name] for name in order],), name="load-models",
+                              daemon=True)
+    thread.start()
+    return thread
 
 
 def _load_all(detectors):
