@@ -111,7 +111,8 @@ def detect(detectors, image, model_name, fake_threshold, real_threshold):
         "face found (certainty)": ["–" if f.whole_image else f"{f.confidence:.2f}" for f in s.faces],
         "where (left, top, right, bottom)": [", ".join(map(str, f.box)) for f in s.faces],
     }, columns=DETECT_COLUMNS)
-    return draw_faces(img, s.faces, s.p_fake, s.verdicts), "\n".join(lines), table
+    shown = [probability_text(p, t) for p in s.p_fake]
+    return draw_faces(img, s.faces, shown, s.verdicts), "\n".join(lines), table
 
 
 DETECT_COLUMNS = ["face", "verdict", "P(fake)", "face found (certainty)", "where (left, top, right, bottom)"]
@@ -211,7 +212,8 @@ def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progres
     gallery = []
     for i in sorted(v.worst):
         verdicts = [verdict(p, t) for p in v.face_p_fake[i]]
-        annotated = draw_faces(v.frames[i], v.faces[i], v.face_p_fake[i], verdicts, max_side=640)
+        shown = [probability_text(p, t) for p in v.face_p_fake[i]]
+        annotated = draw_faces(v.frames[i], v.faces[i], shown, verdicts, max_side=640)
         gallery.append((annotated, f"{v.times[i]:.1f} s · P(fake) {probability_text(v.frame_p_fake[i], t)}"))
     return "\n\n".join(summary), curve, rows, gallery
 
@@ -268,8 +270,9 @@ HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} 
 def how_lime():
     """The LIME help, with the time bench/bench_explain.py measured for the default (bench/lime_timing.json)."""
     timing = read_json(ROOT / "bench" / "lime_timing.json")
-    measured = (f"{LIME_SAMPLES[2]} samples (the default) took {timing['p50_s']:.1f} s (median; {timing['p95_s']:.1f} s "
-                f"at worst of {timing['runs']}) for the {timing['model']} on {timing['machine']}"
+    measured = (f"{LIME_SAMPLES[2]} samples (the default) took {timing['p50_s']:.1f} s (median of {timing['runs']} "
+                f"runs, 95th percentile {timing['p95_s']:.1f} s) for the {timing['model']} on {timing['machine']}, "
+                f"measured {timing.get('date', 'earlier')}"
                 if timing.get("samples") == LIME_SAMPLES[2] and {"p50_s", "p95_s", "runs", "model", "machine"} <= set(timing)
                 else f"{LIME_SAMPLES[2]} samples (the default) have not been timed on this machine yet")
     return (f"**Samples trade time for steadiness**: each is one pass through the model, so time grows with the "

@@ -33,7 +33,8 @@ def draw_faces(img, faces, p_fake, verdicts, max_side=SHOW_MAX_SIDE):
     for number, (face, p, v) in enumerate(zip(faces, p_fake, verdicts), start=1):
         colour = COLOURS[v]
         x0, y0, x1, y1 = (round(c * scale) for c in face.box)
-        label = f"{'whole image' if face.whole_image else number}: {v} {p:.2f}"
+        shown = p if isinstance(p, str) else f"{p:.2f}"  # the caller may pass P(fake) already worded
+        label = f"{'whole image' if face.whole_image else number}: {v} {shown}"
         if not face.whole_image:
             draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
