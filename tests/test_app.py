@@ -364,6 +364,10 @@ def test_odd_images_work(detectors, inputs, name):
     assert table["face"].tolist() == ["1"], summary  # the face is found: decoded right, first frame, upright
     if name == "rotated.jpg":
         assert annotated.size == (200, 300)
+    first_frame_only = "This file holds 2 frames (an animation or a multi-page image): only the first frame was scored."
+    assert (first_frame_only in summary) == (name == "animated.gif"), summary
+    compared = app.compare(detectors, inputs[name])[0]
+    assert (first_frame_only in compared) == (name == "animated.gif"), compared
 
 
 @pytest.mark.parametrize("name", BAD_VIDEOS)
