@@ -14,7 +14,6 @@ never a stack trace. `build_demo` takes any {name: folder}, so tests run the app
 
 import argparse
 import functools
-import json
 import logging
 import sys
 from pathlib import Path
@@ -35,7 +34,8 @@ from deepfake_detector.inputs import (BATCH_MAX_FILES, check_files, check_range,
                                       read_image)
 from deepfake_detector.render import (compare_chart, draw_faces, images_as_files, info_markdown, stack_images,
                                       write_csv)
-from deepfake_detector.report import probability_text, threshold_text, track_record
+from deepfake_detector.report import (first_frame_note, lime_help, probability_text, rule_text, threshold_text,
+                                      track_record, verdict_text)
 from deepfake_detector.video import (VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_SECONDS, read_video_frames,
                                      score_video)
 
@@ -62,20 +62,6 @@ def user_errors(function):
     return handler
 
 
-def _verdict_text(v, p, thresholds):
-    return f"**{v.upper()}** (P(fake) = {probability_text(p, thresholds)})"
-
-
-def _rule(t):
-    return f"fake if P(fake) ≥ {threshold_text(t['fake'])}, real if ≤ {threshold_text(t['real'])}, uncertain between"
-
-
-def _first_frame_note(image):
-    frames = frame_count(image)
-    return (f"This file holds {frames} frames (an animation or a multi-page image): only the first frame was "
-            "scored. To score every frame, save it as a video and use the Video tab.") if frames > 1 else ""
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The features, as thin handlers over the core
 
@@ -88,21 +74,21 @@ def detect(detectors, image, model_name, fake_threshold, real_threshold):
     s = score_faces(detector, img, check_thresholds(fake_threshold, real_threshold))
     t = s.thresholds
     if s.faces[0].whole_image:
-        lines = [f"No face found: the whole image was scored — {_verdict_text(s.verdicts[0], s.p_fake[0], t)}. The "
+        lines = [f"No face found: the whole image was scored — {verdict_text(s.verdicts[0], s.p_fake[0], t)}. The "
                  "models were trained on face crops, so this verdict is less reliable."]
     elif len(s.faces) == 1:
-        lines = [f"1 face: {_verdict_text(s.verdicts[0], s.p_fake[0], t)}"]
+        lines = [f"1 face: {verdict_text(s.verdicts[0], s.p_fake[0], t)}"]
     else:
         counts = ", ".join(f"{s.verdicts.count(v)} {v}" for v in ("fake", "real", "uncertain") if v in s.verdicts)
         lines = [f"{len(s.faces)} faces: {counts}", ""]
-        lines += [f"- face {i}: {_verdict_text(v, p, t)}" for i, (v, p) in enumerate(zip(s.verdicts, s.p_fake), start=1)]
-    lines += ["", f"Model **{detector.name}** · {_rule(t)} · face detection {s.detect_ms:.0f} ms, model "
+        lines += [f"- face {i}: {verdict_text(v, p, t)}" for i, (v, p) in enumerate(zip(s.verdicts, s.p_fake), start=1)]
+    lines += ["", f"Model **{detector.name}** · {rule_text(t)} · face detection {s.detect_ms:.0f} ms, model "
               f"{s.model_ms:.0f} ms"]
     if record := track_record(detector.metrics):
         default = detector.thresholds
         lines += ["", record if t == default else record + f" (its defaults are {threshold_text(default['fake'])} "
                   f"/ {threshold_text(default['real'])}; you moved the sliders, so this does not apply as is)"]
-    if note := _first_frame_note(image):
+    if note := first_frame_note(frame_count(image)):
         lines += ["", note]
     table = pd.DataFrame({
         "face": ["whole image" if f.whole_image else str(i) for i, f in enumerate(s.faces, start=1)],
@@ -136,7 +122,7 @@ def compare(detectors, image):
         "real if ≤": [threshold_text(r["real_threshold"]) for r in rows],
         "time (ms)": [f"{r['latency_ms']:.0f}" for r in rows]}, columns=COMPARE_COLUMNS)
     summary = f"{agreement(rows)}\n\nScored {what}; each model uses its own default thresholds (drawn on its bar)."
-    if note := _first_frame_note(image):
+    if note := first_frame_note(frame_count(image)):
         summary += "\n\n" + note
     return summary, compare_chart(rows), table
 
@@ -203,8 +189,8 @@ def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progres
         "verdict": v.frame_verdicts,
     }, columns=VIDEO_COLUMNS)
     curve = pd.DataFrame({"time (s)": [round(time, 2) for time in v.times], "P(fake)": np.round(v.frame_p_fake, 4)})
-    summary = [f"Clip: {_verdict_text(v.verdict, v.clip_p_fake, t)} — mean P(fake) of the {len(v.worst)} most "
-               f"suspicious of {len(v.times)} sampled frames, model **{detector.name}** ({_rule(t)})."]
+    summary = [f"Clip: {verdict_text(v.verdict, v.clip_p_fake, t)} — mean P(fake) of the {len(v.worst)} most "
+               f"suspicious of {len(v.times)} sampled frames, model **{detector.name}** ({rule_text(t)})."]
     if record := track_record(detector.metrics):
         summary.append(record + " (on single images; a clip's top-frames score runs higher)")
     if v.frames_without_face:
@@ -267,26 +253,6 @@ HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} 
              "average over all frames would wash out, while the single worst frame alone is noisy. The "
              "thresholds are the image ones; taking the top frames pushes the score up, so read a *fake* clip "
              "verdict near the threshold with care.")
-def how_lime():
-    """The LIME help, with the time bench/bench_explain.py measured for the default (bench/lime_timing.json)."""
-    timing = read_json(ROOT / "bench" / "lime_timing.json")
-    measured = (f"{LIME_SAMPLES[2]} samples (the default) took {timing['p50_s']:.1f} s (median of {timing['runs']} "
-                f"runs, 95th percentile {timing['p95_s']:.1f} s) for the {timing['model']} on {timing['machine']}, "
-                f"measured {timing.get('date', 'earlier')}"
-                if timing.get("samples") == LIME_SAMPLES[2] and {"p50_s", "p95_s", "runs", "model", "machine"} <= set(timing)
-                else f"{LIME_SAMPLES[2]} samples (the default) have not been timed on this machine yet")
-    return (f"**Samples trade time for steadiness**: each is one pass through the model, so time grows with the "
-            f"count: {measured}. Fewer give a rougher picture.")
-
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
 class _VideoAndSubtitles(GradioModel):
     video: FileData
     subtitles: FileData | None = None
@@ -402,7 +368,7 @@ def build_demo(models, *, repo_ids=None, load="now"):
                 with gr.Column():
                     lime_image = gr.Image(label="LIME (the face only)", type="filepath")
                     lime_info = gr.Markdown(elem_id="lime-info")
-                    gr.Markdown(how_lime() + "\n\n" + explain.HOW_TO_READ["lime"])
+                    gr.Markdown(lime_help(LIME_SAMPLES[2], ROOT / "bench" / "lime_timing.json") + "\n\n" + explain.HOW_TO_READ["lime"])
                 with gr.Column():
                     cam_images = gr.Gallery(label="Grad-CAM", columns=3, height=320, object_fit="contain")
                     cam_info = gr.Markdown(elem_id="cam-info")

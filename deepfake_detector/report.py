@@ -10,6 +10,8 @@ comes from the model's metrics.json as training wrote it: how often each verdict
 often its committed verdicts were right. A figure the folder does not hold is left out, never guessed.
 """
 
+import json
+
 from deepfake_detector.inference import verdict
 
 
@@ -27,6 +29,39 @@ def threshold_text(value):
     """A threshold as the slider sets it (steps of 0.01); more decimals only when a config holds them."""
     value = float(value)
     return f"{value:.2f}" if abs(value - round(value, 2)) < 1e-9 else f"{value:g}"
+
+
+def verdict_text(v, p, thresholds):
+    """**FAKE** (P(fake) = 0.214), the number at the precision the verdict needs."""
+    return f"**{v.upper()}** (P(fake) = {probability_text(p, thresholds)})"
+
+
+def rule_text(t):
+    return f"fake if P(fake) ≥ {threshold_text(t['fake'])}, real if ≤ {threshold_text(t['real'])}, uncertain between"
+
+
+def first_frame_note(frames):
+    """What to say when an upload held `frames` frames and only the first was scored ("" for one frame)."""
+    return (f"This file holds {frames} frames (an animation or a multi-page image): only the first frame was "
+            "scored. To score every frame, save it as a video and use the Video tab.") if frames > 1 else ""
+
+
+def lime_help(default_samples, timing_path):
+    """The LIME help, quoting the time bench/bench_app.py measured for the default (its lime_timing.json), or
+    saying it was not measured; never a guess."""
+    try:
+        with open(timing_path) as f:
+            timing = json.load(f)
+    except (OSError, ValueError):
+        timing = {}
+    if timing.get("samples") == default_samples and {"p50_s", "p95_s", "runs", "model", "machine"} <= set(timing):
+        measured = (f"{default_samples} samples (the default) took {timing['p50_s']:.1f} s (median of "
+                    f"{timing['runs']} runs, 95th percentile {timing['p95_s']:.1f} s) for the {timing['model']} on "
+                    f"{timing['machine']}, measured {timing.get('date', 'earlier')}")
+    else:
+        measured = f"{default_samples} samples (the default) have not been timed on this machine yet"
+    return (f"**Samples trade time for steadiness**: each is one pass through the model, so time grows with the "
+            f"count: {measured}. Fewer give a rougher picture.")
 
 
 def percent(share):
