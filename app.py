@@ -42,6 +42,7 @@ from deepfake_detector.video import (VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_S
 ROOT = Path(__file__).resolve().parent
 EXAMPLES, EXAMPLE_CLIP = read_manifest(ROOT / "examples")  # held-out test images with their captions (examples.json)
 LIME_SAMPLES = (20, 1000, explain.LIME_SAMPLES)  # slider min, max, default
+LIME_TIMING = ROOT / "bench" / "lime_timing.json"  # the default's time, as bench/bench_app.py measured it
 VIDEO_SAMPLES = (4, 64, 16)
 # Two requests at a time: the Space has 2 CPU cores and each request uses both. LIME, video and batch also have
 # their own limit of one (concurrency_id), so they cannot starve quick detections.
@@ -244,8 +245,8 @@ HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probab
                "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
                "between them **uncertain**. The defaults come from each model's validation set: each verdict was "
                "right at least 85 % of the time there, or as often as a weaker model manages (its card says how "
-               "often; the summary gives its record). A face detector finds the faces, each cropped with a margin like the "
-               "training images; with no face the whole image is scored, less reliably. Each model knows only the "
+               "often; the summary gives its record). A face detector finds the faces, each cropped with a margin "
+               "like the training images; with no face the whole image is scored, less reliably. Each model knows only the "
                "kinds of fake it was trained on (the Models tab lists them): expect poor scores on other fakes.")
 HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
              f"{VIDEO_MAX_FRAMES} frames). Each frame scores as its most suspicious face. **Clip verdict = mean "
@@ -368,7 +369,7 @@ def build_demo(models, *, repo_ids=None, load="now"):
                 with gr.Column():
                     lime_image = gr.Image(label="LIME (the face only)", type="filepath")
                     lime_info = gr.Markdown(elem_id="lime-info")
-                    gr.Markdown(lime_help(LIME_SAMPLES[2], ROOT / "bench" / "lime_timing.json") + "\n\n" + explain.HOW_TO_READ["lime"])
+                    gr.Markdown(lime_help(LIME_SAMPLES[2], LIME_TIMING) + "\n\n" + explain.HOW_TO_READ["lime"])
                 with gr.Column():
                     cam_images = gr.Gallery(label="Grad-CAM", columns=3, height=320, object_fit="contain")
                     cam_info = gr.Markdown(elem_id="cam-info")

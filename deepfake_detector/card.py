@@ -434,7 +434,8 @@ def models_markdown(detectors) -> str:
     detectors = list(detectors)
     names = [d.name for d in detectors]
     facts = [dict(model_facts(d)) for d in detectors]
-    parts = [f"Licence of every model: {LICENSE_TERMS}. A score is a probability, not proof: keep a person in the loop.",
+    parts = [f"Licence of every model: {LICENSE_TERMS}. A score is a probability, not proof: keep a person in the "
+             "loop.",
              table([""] + names, [[what] + [f[what] for f in facts] for what in facts[0]
                                   if any(f[what] != "–" for f in facts)]) if facts else ""]
     sources = sorted({s for d in detectors for s in (d.metrics.get("per_source") or {})})
@@ -446,7 +447,8 @@ def models_markdown(detectors) -> str:
                 cell = fmt(get(d.metrics, "per_source", source, "accuracy"), 3)
                 v = get(d.metrics, "verdicts", "per_source", source)
                 if isinstance(v, dict):
-                    cell += f" ({percent(v.get('uncertain_share'))} uncertain, {percent(v.get('committed_accuracy'))} right)"
+                    cell += (f" ({percent(v.get('uncertain_share'))} uncertain, "
+                             f"{percent(v.get('committed_accuracy'))} right)")
                 cells.append(cell)
             rows.append([source] + cells)
         parts.append("### Per source\n\nTest accuracy on each data set (and, where recorded, how often the model said "

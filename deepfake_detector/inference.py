@@ -135,6 +135,11 @@ def thresholds_of(config):
 # The detector the app serves
 
 
+# One model loads at a time: two threads importing transformers/timm at once can see a half-imported module
+# (ImportError: "partially initialized module 'timm.data'"), e.g. a request while the background load runs.
+_LOADING = threading.Lock()
+
+
 @dataclass
 class Detector:
     """A served model: what its folder says (config.json, metrics.json, the card) at once, the pipeline on first
@@ -147,17 +152,17 @@ class Detector:
     card: str = ""  # the folder's README.md, when it has one
     config: dict = field(default_factory=dict)  # the folder's config.json
     _classifier: object = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def classifier(self):
         """The transformers image-classification pipeline, loaded and warmed up on first use; threads that ask
         while it loads wait for that one load."""
-        with self._lock:
+        with _LOADING:
             if self._classifier is None:
                 start = time.perf_counter()
                 classifier = load_pipeline(self.path)
-                classifier(Image.new("RGB", (64, 64), (128, 128, 128)))  # warm up: the first call is several times slower
+                # Warm up: the first call is several times slower.
+                classifier(Image.new("RGB", (64, 64), (128, 128, 128)))
                 self._classifier = classifier
                 logger.info("loaded %s from %s in %.1f s", self.name, self.path, time.perf_counter() - start)
         return self._classifier

@@ -37,7 +37,8 @@ def verdict_text(v, p, thresholds):
 
 
 def rule_text(t):
-    return f"fake if P(fake) ≥ {threshold_text(t['fake'])}, real if ≤ {threshold_text(t['real'])}, uncertain between"
+    return (f"fake if P(fake) ≥ {threshold_text(t['fake'])}, real if ≤ {threshold_text(t['real'])}, "
+            "uncertain between")
 
 
 def first_frame_note(frames):
