@@ -519,3 +519,19 @@ def test_readme_snippets_run_against_the_app(client, monkeypatch):
         exec(line.split("  #")[0], namespace)  # noqa: S102 - our own README, run on purpose
         assigned = [name for name in namespace if name not in before or name in line.split("=")[0]]
         assert assigned and all(namespace[name] is not None for name in assigned), line
+
+
+# ---- start-up: the page before the models ------------------------------------------------------------------
+
+
+def test_models_load_behind_the_page_and_a_request_waits_for_its_model(tiny_models):
+    from deepfake_detector.inference import load_in_background
+
+    demo = app.build_demo(tiny_models, load="lazy")  # what main() serves first
+    assert not any(d.loaded for d in demo.detectors.values())
+    assert demo.detectors["ensemble"].thresholds == THRESHOLDS  # read from config.json, no model needed
+    thread = load_in_background(demo.detectors)
+    # At once, while the thread loads the default model: another model is asked for (it waits its turn).
+    _, summary, _ = app.detect(demo.detectors, ONE_FACE, "tuned-cnn", 0.6, 0.4)
+    thread.join(timeout=300)
+    assert summary.startswith("1 face: ") and all(d.loaded for d in demo.detectors.values())
