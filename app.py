@@ -189,7 +189,9 @@ def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progres
         "P(fake)": [probability_text(p, t) for p in v.frame_p_fake],
         "verdict": v.frame_verdicts,
     }, columns=VIDEO_COLUMNS)
-    curve = pd.DataFrame({"time (s)": [round(time, 2) for time in v.times], "P(fake)": np.round(v.frame_p_fake, 4)})
+    # Plain field names for the chart (the browser's plotting library reads "(" in a field name as syntax).
+    curve = pd.DataFrame({"seconds": [round(time, 2) for time in v.times],
+                          "fake_probability": np.round(v.frame_p_fake, 4)})
     summary = [f"Clip: {verdict_text(v.verdict, v.clip_p_fake, t)} — mean P(fake) of the {len(v.worst)} most "
                f"suspicious of {len(v.times)} sampled frames, model **{detector.name}** ({rule_text(t)})."]
     if record := track_record(detector.metrics):
@@ -246,8 +248,8 @@ HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probab
                "between them **uncertain**. The defaults come from each model's validation set: each verdict was "
                "right at least 85 % of the time there, or as often as a weaker model manages (its card says how "
                "often; the summary gives its record). A face detector finds the faces, each cropped with a margin "
-               "like the training images; with no face the whole image is scored, less reliably. Each model knows only the "
-               "kinds of fake it was trained on (the Models tab lists them): expect poor scores on other fakes.")
+               "like the training images; with no face the whole image is scored, less reliably. Each model knows "
+               "only the kinds of fake it was trained on (the Models tab lists them): expect poor scores on other fakes.")
 HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
              f"{VIDEO_MAX_FRAMES} frames). Each frame scores as its most suspicious face. **Clip verdict = mean "
              "P(fake) of the top-k most suspicious frames**: a fake may show in a few frames only, which an "
@@ -267,6 +269,9 @@ class ClipInput(gr.Video):
     """gr.Video that also takes its {"video": file, "subtitles": ...} form from API callers. gradio 6 validates
     a Video input as a bare file and answers that form with a pydantic error; `view_api` now lists both forms."""
     data_model = _ClipPayload
+
+    def get_block_name(self):
+        return "video"  # the browser draws it with gradio's own video component
 
     def preprocess(self, payload):
         if payload is None:
@@ -415,7 +420,8 @@ def build_demo(models, *, repo_ids=None, load="now"):
                     clip.upload(lambda: "", None, caption, api_visibility="private", queue=False)
                 with gr.Column():
                     summary = gr.Markdown(elem_id="video-summary")
-                    plot = gr.LinePlot(x="time (s)", y="P(fake)", y_lim=[0, 1], label="P(fake) over time")
+                    plot = gr.LinePlot(x="seconds", y="fake_probability", y_lim=[0, 1], x_title="time (s)",
+                                       y_title="P(fake)", label="P(fake) over time")
                     suspicious = gr.Gallery(label="Most suspicious frames", columns=3, height=240, object_fit="contain")
                     frames_table = table("Frames", VIDEO_COLUMNS)
             gr.Markdown(HOW_VIDEO)

@@ -383,6 +383,9 @@ class ClipInput(gr.Video):
     a Video input as a bare file and answers that form with a pydantic error; `view_api` now lists both forms."""
     data_model = _ClipPayload
 
+    def get_block_name(self):
+        return "video"  # the browser draws it with gradio's own video component
+
     def preprocess(self, payload):
         if payload is None:
             return None

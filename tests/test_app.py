@@ -290,12 +290,12 @@ def test_batch_without_files_is_refused(detectors):
 
 def test_video_scores_sampled_frames_and_averages_the_most_suspicious(detectors, inputs):
     summary, plot, table, gallery = app.video(detectors, inputs["clip.mp4"], "xception", frames=8, top_k=3)
-    assert len(table) == 8 and list(plot.columns) == ["time (s)", "P(fake)"]
+    assert len(table) == 8 and list(plot.columns) == ["seconds", "fake_probability"]
     assert list(table.columns) == ["time (s)", "faces", "P(fake)", "verdict"]
-    times = plot["time (s)"].tolist()
+    times = plot["seconds"].tolist()
     assert times == sorted(times) and 0 <= times[0] < times[-1] < 3  # spread over the 3-second clip
     assert (table["faces"] == 2).all()  # both faces in every frame
-    top3 = np.sort(plot["P(fake)"].to_numpy())[-3:].mean()
+    top3 = np.sort(plot["fake_probability"].to_numpy())[-3:].mean()
     clip_p = float(re.search(r"P\(fake\) = ([0-9.]+)", summary).group(1))
     assert clip_p == pytest.approx(top3, abs=0.006) and "mean P(fake) of the 3 most suspicious of 8" in summary
     assert len(gallery) == 3 and all(isinstance(image, Image.Image) for image, _ in gallery)

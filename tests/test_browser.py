@@ -101,6 +101,7 @@ def no_error_toast(page):
 
 
 def shoot(page, name):
+    page.wait_for_timeout(2000)  # let result images and charts finish drawing
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{page.viewport_name}-{name}.png"
     page.screenshot(path=str(path), full_page=True)
@@ -180,6 +181,7 @@ def test_video_example_clip_in_one_click(page):
     assert caption.startswith("REAL for "), caption
     panel.get_by_role("button", name="Analyse video").click()
     expect(page.locator("#video-summary")).to_contain_text("Clip:", timeout=RESULT_TIMEOUT)
+    expect(panel.locator("video").first).to_be_attached()  # the clip's player is drawn, not only its example
     no_error_toast(page)
     shoot(page, "video")
 
