@@ -191,7 +191,7 @@ def test_batch_scores_two_files(page):
 
     panel = open_tab(page, "Batch")
     files = [str(ROOT / "examples" / name) for name in ("real-flickr.jpg", "fake-stylegan2.jpg")]
-    panel.locator("input[type=file]").set_input_files(files)
+    panel.locator("input[type=file][multiple]").set_input_files(files)  # not the table's own CSV input
     panel.get_by_role("button", name="Score all").click()
     expect(page.locator("#batch-summary")).to_contain_text("2 files", timeout=RESULT_TIMEOUT)
     no_error_toast(page)
