@@ -21,20 +21,28 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
+from gradio.data_classes import FileData, GradioModel, GradioRootModel
 
 from deepfake_detector import explain
 from deepfake_detector.card import models_markdown
+from deepfake_detector.examples import read_manifest
 from deepfake_detector.images import DataError
 from deepfake_detector.inference import (BATCH_COLUMNS, agreement, choose, compare_models, default_model,
-                                         load_detectors, main_face, score_faces, score_files, verdict)
-from deepfake_detector.inputs import BATCH_MAX_FILES, check_files, check_range, check_thresholds, read_image
-from deepfake_detector.render import COLOURS, draw_faces, images_as_files, info_markdown, write_csv
+                                         load_detectors, load_in_background, main_face, score_faces, score_files,
+                                         verdict)
+from deepfake_detector.inputs import (BATCH_MAX_FILES, check_files, check_range, check_thresholds, frame_count,
+                                      read_image)
+from deepfake_detector.render import (compare_chart, draw_faces, images_as_files, info_markdown, stack_images,
+                                      write_csv)
+from deepfake_detector.report import (first_frame_note, lime_help, probability_text, rule_text, threshold_text,
+                                      track_record, verdict_text)
 from deepfake_detector.video import (VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_SECONDS, read_video_frames,
                                      score_video)
 
 ROOT = Path(__file__).resolve().parent
-EXAMPLES = sorted(str(p) for p in (ROOT / "examples").glob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+EXAMPLES, EXAMPLE_CLIP = read_manifest(ROOT / "examples")  # held-out test images with their captions (examples.json)
 LIME_SAMPLES = (20, 1000, explain.LIME_SAMPLES)  # slider min, max, default
+LIME_TIMING = ROOT / "bench" / "lime_timing.json"  # the default's time, as bench/bench_app.py measured it
 VIDEO_SAMPLES = (4, 64, 16)
 # Two requests at a time: the Space has 2 CPU cores and each request uses both. LIME, video and batch also have
 # their own limit of one (concurrency_id), so they cannot starve quick detections.
@@ -55,10 +63,6 @@ def user_errors(function):
     return handler
 
 
-def _verdict_text(v, p):
-    return f"**{v.upper()}** (P(fake) = {p:.2f})"
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The features, as thin handlers over the core
 
@@ -69,35 +73,59 @@ def detect(detectors, image, model_name, fake_threshold, real_threshold):
     img = read_image(image)
     detector = choose(detectors, model_name)
     s = score_faces(detector, img, check_thresholds(fake_threshold, real_threshold))
+    t = s.thresholds
     if s.faces[0].whole_image:
-        lines = [f"No face found: the whole image was scored — {_verdict_text(s.verdicts[0], s.p_fake[0])}. The "
+        lines = [f"No face found: the whole image was scored — {verdict_text(s.verdicts[0], s.p_fake[0], t)}. The "
                  "models were trained on face crops, so this verdict is less reliable."]
     elif len(s.faces) == 1:
-        lines = [f"1 face: {_verdict_text(s.verdicts[0], s.p_fake[0])}"]
+        lines = [f"1 face: {verdict_text(s.verdicts[0], s.p_fake[0], t)}"]
     else:
         counts = ", ".join(f"{s.verdicts.count(v)} {v}" for v in ("fake", "real", "uncertain") if v in s.verdicts)
         lines = [f"{len(s.faces)} faces: {counts}", ""]
-        lines += [f"- face {i}: {_verdict_text(v, p)}" for i, (v, p) in enumerate(zip(s.verdicts, s.p_fake), start=1)]
-    lines += ["", f"Model **{detector.name}** · fake if P(fake) ≥ {s.thresholds['fake']:.2f}, real if ≤ "
-              f"{s.thresholds['real']:.2f}, uncertain between · face detection {s.detect_ms:.0f} ms, model "
+        lines += [f"- face {i}: {verdict_text(v, p, t)}" for i, (v, p) in enumerate(zip(s.verdicts, s.p_fake), start=1)]
+    lines += ["", f"Model **{detector.name}** · {rule_text(t)} · face detection {s.detect_ms:.0f} ms, model "
               f"{s.model_ms:.0f} ms"]
+    if record := track_record(detector.metrics):
+        default = detector.thresholds
+        lines += ["", record if t == default else record + f" (its defaults are {threshold_text(default['fake'])} "
+                  f"/ {threshold_text(default['real'])}; you moved the sliders, so this does not apply as is)"]
+    if note := first_frame_note(frame_count(image)):
+        lines += ["", note]
     table = pd.DataFrame({
         "face": ["whole image" if f.whole_image else str(i) for i, f in enumerate(s.faces, start=1)],
-        "box (x0, y0, x1, y1)": [str(f.box) for f in s.faces],
-        "face confidence": [round(f.confidence, 3) for f in s.faces],
-        "P(fake)": np.round(s.p_fake, 4), "verdict": s.verdicts,
-    })
-    return draw_faces(img, s.faces, s.p_fake, s.verdicts), "\n".join(lines), table
+        "verdict": s.verdicts,
+        "P(fake)": [probability_text(p, t) for p in s.p_fake],
+        "face found (certainty)": ["–" if f.whole_image else f"{f.confidence:.2f}" for f in s.faces],
+        "where (left, top, right, bottom)": [", ".join(map(str, f.box)) for f in s.faces],
+    }, columns=DETECT_COLUMNS)
+    shown = [probability_text(p, t) for p in s.p_fake]
+    return draw_faces(img, s.faces, shown, s.verdicts), "\n".join(lines), table
+
+
+DETECT_COLUMNS = ["face", "verdict", "P(fake)", "face found (certainty)", "where (left, top, right, bottom)"]
+COMPARE_COLUMNS = ["model", "P(fake)", "verdict", "fake if ≥", "real if ≤", "time (ms)"]
+VIDEO_COLUMNS = ["time (s)", "faces", "P(fake)", "verdict"]
+BATCH_TABLE = {"file": "file", "faces": "faces", "p_fake": "P(fake)", "verdict": "verdict", "model": "model",
+               "error": "problem"}  # the CSV keeps its column names; the table on screen says them in words
 
 
 @user_errors
 def compare(detectors, image):
-    """The image's main face through every model -> (summary markdown, bar-plot data, table)."""
+    """The image's main face through every model -> (summary markdown, chart, table), the most suspicious first."""
     crop, what = main_face(read_image(image))
-    rows = compare_models(detectors, crop)
-    table = pd.DataFrame(rows)
-    summary = f"{agreement(rows)}\n\nScored {what}; each model uses its own thresholds from its config.json."
-    return summary, table[["model", "p_fake", "verdict"]], table
+    rows = sorted(compare_models(detectors, crop), key=lambda r: -r["p_fake"])
+    for row in rows:
+        t = detectors[row["model"]].thresholds
+        row.update(p_fake_text=probability_text(row["p_fake"], t), fake_threshold=t["fake"], real_threshold=t["real"])
+    table = pd.DataFrame({
+        "model": [r["model"] for r in rows], "P(fake)": [r["p_fake_text"] for r in rows],
+        "verdict": [r["verdict"] for r in rows], "fake if ≥": [threshold_text(r["fake_threshold"]) for r in rows],
+        "real if ≤": [threshold_text(r["real_threshold"]) for r in rows],
+        "time (ms)": [f"{r['latency_ms']:.0f}" for r in rows]}, columns=COMPARE_COLUMNS)
+    summary = f"{agreement(rows)}\n\nScored {what}; each model uses its own default thresholds (drawn on its bar)."
+    if note := first_frame_note(frame_count(image)):
+        summary += "\n\n" + note
+    return summary, compare_chart(rows), table
 
 
 @user_errors
@@ -106,8 +134,9 @@ def explain_lime(detectors, image, model_name, num_samples=explain.LIME_SAMPLES,
     img = read_image(image)
     detector = choose(detectors, model_name)
     num_samples = check_range(num_samples, LIME_SAMPLES[0], LIME_SAMPLES[1], "The number of LIME samples")
-    crop, note = main_face(img)
-    overlay, info = explain.lime_explanation(detector.classifier, crop, num_samples=num_samples, progress=progress)
+    crop, note, region = main_face(img, with_region=True)
+    overlay, info = explain.lime_explanation(detector.classifier, crop, num_samples=num_samples, progress=progress,
+                                             region=region)
     return overlay, info_markdown(info, note)
 
 
@@ -122,30 +151,26 @@ def explain_gradcam(detectors, image, model_name):
     gallery, infos = [], []
     for member in [None, *member_names]:
         heatmap, info = explain.grad_cam(detector.classifier, crop, member=member)
-        gallery.append((heatmap, detector.name if member is None and not member_names
-                        else f"{detector.name}: {info['member']}"))
+        # The member first: the gallery cuts long captions, and every caption would start with the model's name.
+        caption = detector.name if not member_names else (
+            f"all members of {detector.name}" if member is None else f"{info['member']} member of {detector.name}")
+        gallery.append((heatmap, caption))
         infos.append(info)
     return gallery, "\n\n".join(info_markdown(info, note) for info in infos)
 
 
 @user_errors
-def layer_choices(detectors, model_name):
-    """The layer picker for a model: its convolutional stages by readable name, a middle one picked."""
-    names = list(explain.conv_stages(choose(detectors, model_name).classifier))
-    return gr.Dropdown(choices=names, value=names[len(names) // 2] if names else None, label="Layer")
-
-
-@user_errors
 def inside_model(detectors, image, model_name, layer_name):
-    """What one layer sees (its most active feature maps) and where several layers look -> (two images)."""
+    """What one layer sees (its most active feature maps; one block per ensemble member) and where every stage
+    looks -> (two images). `layer_name` is one of explain.LAYER_DEPTHS, valid for every model."""
     img = read_image(image)
     detector = choose(detectors, model_name)
-    stages = explain.conv_stages(detector.classifier)
-    if layer_name not in stages:
-        raise DataError(f"{detector.name} has no layer {layer_name!r}: pick one of {', '.join(stages)}.")
+    stages = explain.stages_at_depth(detector.classifier, layer_name)
+    if not stages:
+        raise DataError(f"{detector.name} has no layer {layer_name!r}: pick one of {', '.join(explain.LAYER_DEPTHS)}.")
     crop, _ = main_face(img)
-    return (explain.feature_maps(detector.classifier, crop, layer_name, top_k=16),
-            explain.layer_overlay(detector.classifier, crop))
+    maps = [explain.feature_maps(detector.classifier, crop, stage, top_k=16) for stage in stages]
+    return stack_images(maps), explain.layer_overlay(detector.classifier, crop)
 
 
 @user_errors
@@ -157,24 +182,29 @@ def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progres
     top_k = check_range(top_k, 1, count, "Top-k")
     progress(0.0, desc="Reading the video")
     v = score_video(detector, read_video_frames(path, count), top_k, progress)
-    rows = pd.DataFrame({
-        "time_s": [round(t, 2) for t in v.times],
-        "faces": [0 if f[0].whole_image else len(f) for f in v.faces],
-        "p_fake": np.round(v.frame_p_fake, 4),
-        "verdict": v.frame_verdicts,
-    })
     t = v.thresholds
-    summary = [f"Clip: {_verdict_text(v.verdict, v.clip_p_fake)} — mean P(fake) of the {len(v.worst)} most "
-               f"suspicious of {len(v.times)} sampled frames, model **{detector.name}** (fake if ≥ {t['fake']:.2f}, "
-               f"real if ≤ {t['real']:.2f})."]
+    rows = pd.DataFrame({
+        "time (s)": [f"{time:.1f}" for time in v.times],
+        "faces": [0 if f[0].whole_image else len(f) for f in v.faces],
+        "P(fake)": [probability_text(p, t) for p in v.frame_p_fake],
+        "verdict": v.frame_verdicts,
+    }, columns=VIDEO_COLUMNS)
+    # Plain field names for the chart (the browser's plotting library reads "(" in a field name as syntax).
+    curve = pd.DataFrame({"seconds": [round(time, 2) for time in v.times],
+                          "fake_probability": np.round(v.frame_p_fake, 4)})
+    summary = [f"Clip: {verdict_text(v.verdict, v.clip_p_fake, t)} — mean P(fake) of the {len(v.worst)} most "
+               f"suspicious of {len(v.times)} sampled frames, model **{detector.name}** ({rule_text(t)})."]
+    if record := track_record(detector.metrics):
+        summary.append(record + " (on single images; a clip's top-frames score runs higher)")
     if v.frames_without_face:
         summary.append(f"No face found in {v.frames_without_face} frame(s): those were scored as whole frames.")
     gallery = []
     for i in sorted(v.worst):
         verdicts = [verdict(p, t) for p in v.face_p_fake[i]]
-        annotated = draw_faces(v.frames[i], v.faces[i], v.face_p_fake[i], verdicts, max_side=640)
-        gallery.append((annotated, f"{v.times[i]:.1f} s · P(fake) {v.frame_p_fake[i]:.2f}"))
-    return "\n\n".join(summary), rows[["time_s", "p_fake"]], rows, gallery
+        shown = [probability_text(p, t) for p in v.face_p_fake[i]]
+        annotated = draw_faces(v.frames[i], v.faces[i], shown, verdicts, max_side=640)
+        gallery.append((annotated, f"{v.times[i]:.1f} s · P(fake) {probability_text(v.frame_p_fake[i], t)}"))
+    return "\n\n".join(summary), curve, rows, gallery
 
 
 @user_errors
@@ -187,8 +217,10 @@ def batch(detectors, files, model_name, progress=gr.Progress()):
     summary = ", ".join(f"{counts[v]} {v}" for v in ("fake", "real", "uncertain") if v in counts)
     errors = int((table["error"] != "").sum())
     summary = (f"{len(rows)} files with **{detector.name}**: {summary or 'none scored'}"
-               + (f"; {errors} could not be read (see the error column)." if errors else "."))
-    return summary, table, write_csv(rows, BATCH_COLUMNS)
+               + (f"; {errors} could not be read (see the problem column)." if errors else "."))
+    shown = table.rename(columns=BATCH_TABLE)
+    shown["P(fake)"] = [probability_text(p, detector.thresholds) if p != "" else "" for p in table["p_fake"]]
+    return summary, shown, write_csv(rows, BATCH_COLUMNS)
 
 
 def model_cards(detectors):
@@ -215,35 +247,71 @@ HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probab
                "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
                "between them **uncertain**. The defaults come from each model's validation set: each verdict was "
                "right at least 85 % of the time there, or as often as a weaker model manages (its card says how "
-               "often). Faces are found with MTCNN and cropped with "
-               "a margin like the training images; with no face the whole image is scored, less reliably. The models "
-               "were trained on StyleGAN faces and Photoshop composites: expect poor scores on other fakes.")
+               "often; the summary gives its record). A face detector finds the faces, each cropped with a margin "
+               "like the training images; with no face the whole image is scored, less reliably. Each model knows "
+               "only the kinds of fake it was trained on (the Models tab lists them): expect poor scores on other fakes.")
 HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
              f"{VIDEO_MAX_FRAMES} frames). Each frame scores as its most suspicious face. **Clip verdict = mean "
              "P(fake) of the top-k most suspicious frames**: a fake may show in a few frames only, which an "
              "average over all frames would wash out, while the single worst frame alone is noisy. The "
              "thresholds are the image ones; taking the top frames pushes the score up, so read a *fake* clip "
              "verdict near the threshold with care.")
-HOW_LIME = (f"**Samples trade time for steadiness**: each is one pass through the model, so {LIME_SAMPLES[2]} take a "
-            "few seconds on the Space's CPU, 1000 about ten times longer; fewer give a rougher picture.")
+class _VideoAndSubtitles(GradioModel):
+    video: FileData
+    subtitles: FileData | None = None
+
+
+class _ClipPayload(GradioRootModel):
+    root: FileData | _VideoAndSubtitles
+
+
+class ClipInput(gr.Video):
+    """gr.Video that also takes its {"video": file, "subtitles": ...} form from API callers. gradio 6 validates
+    a Video input as a bare file and answers that form with a pydantic error; `view_api` now lists both forms."""
+    data_model = _ClipPayload
+
+    def get_block_name(self):
+        return "video"  # the browser draws it with gradio's own video component
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        payload = payload.root if isinstance(payload, _ClipPayload) else payload
+        return super().preprocess(payload.video if isinstance(payload, _VideoAndSubtitles) else payload)
 
 
 def image_input(label="Photo with a face"):
     return gr.Image(label=label, type="filepath", sources=["upload", "clipboard", "webcam"], height=320)
 
 
-def examples_for(component):
+def about_example():
+    return gr.Textbox(label="About this example", interactive=False, lines=1, max_lines=3,
+                      placeholder="Click an example below: its truth and source appear here.")
+
+
+def examples_for(image, caption):
+    """The examples, each with its caption (truth · what it is · source); clicking one fills both. An upload of
+    the user's own clears the caption (it describes the example, not their photo)."""
     if EXAMPLES:
-        gr.Examples(examples=[[p] for p in EXAMPLES], inputs=[component], cache_examples=False, label="Examples")
+        gr.Examples(examples=[[e.path, e.caption] for e in EXAMPLES], inputs=[image, caption], cache_examples=False,
+                    label="Examples: held-out test images (truth · what it is · source)", examples_per_page=10)
+    image.upload(lambda: "", None, caption, api_visibility="private", queue=False)
 
 
 def model_picker(detectors, label="Model"):
     return gr.Dropdown(choices=list(detectors), value=default_model(detectors), label=label)
 
 
-def build_demo(models, *, repo_ids=None):
-    """The app for {name: model folder or ResolvedModel}; pass `repo_ids` {name: Hub id} for the Hub links."""
-    detectors = load_detectors(models, repo_ids)
+def table(label, columns):
+    """A read-only table that shows its column names before the first result (not "1 2 3")."""
+    return gr.Dataframe(value=pd.DataFrame(columns=columns), headers=columns, label=label, interactive=False,
+                        wrap=True)
+
+
+def build_demo(models, *, repo_ids=None, load="now"):
+    """The app for {name: model folder or ResolvedModel}; pass `repo_ids` {name: Hub id} for the Hub links.
+    load: "now" loads every model first (tests), "background" serves the page at once and loads them behind it."""
+    detectors = load_detectors(models, repo_ids, load=load)
     if not detectors:
         raise ValueError("build_demo needs at least one model")
     # Events that take an image skip gradio's preprocessing: gr.Image would open the upload with PIL itself
@@ -252,13 +320,15 @@ def build_demo(models, *, repo_ids=None):
     start = default_model(detectors)
     # delete_cache: the files gradio keeps of uploads and answers go after an hour (checked every 10 minutes).
     with gr.Blocks(title="Deepfake face detector", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
-        gr.Markdown("# Is this face real or generated?\nThree detectors trained on face photos, StyleGAN faces and "
-                    "Photoshop composites — with their reasons. A score is a probability, not proof.")
+        demo.detectors = detectors  # main() starts loading them once the page is served
+        gr.Markdown(f"# Is this face real or generated?\n{len(detectors)} detectors trained on face photos and "
+                    "fakes — with their reasons. A score is a probability, not proof.")
 
         with gr.Tab("Detect"):
             with gr.Row():
                 with gr.Column():
                     image = image_input()
+                    caption = about_example()
                     model = model_picker(detectors)
                     t = detectors[start].thresholds
                     fake_t = gr.Slider(0, 1, value=t["fake"], step=0.01,
@@ -266,48 +336,48 @@ def build_demo(models, *, repo_ids=None):
                     real_t = gr.Slider(0, 1, value=t["real"], step=0.01,
                                        label="Real threshold: P(fake) ≤ this → real")
                     run = gr.Button("Detect", variant="primary")
-                    examples_for(image)
+                    examples_for(image, caption)
                 with gr.Column():
                     annotated = gr.Image(label="Faces and verdicts", type="filepath")
                     summary = gr.Markdown(elem_id="detect-summary")
-                    table = gr.Dataframe(label="Per face", interactive=False)
+                    faces = table("Per face", DETECT_COLUMNS)
             gr.Markdown(HOW_VERDICT)
             model.change(event(model_thresholds, detectors), [model], [fake_t, real_t], api_name="thresholds")
-            run.click(event(detect, detectors), [image, model, fake_t, real_t], [annotated, summary, table],
+            run.click(event(detect, detectors), [image, model, fake_t, real_t], [annotated, summary, faces],
                       api_name="detect", **raw)
 
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column():
                     image = image_input()
+                    caption = about_example()
                     run = gr.Button("Compare all models", variant="primary")
-                    examples_for(image)
+                    examples_for(image, caption)
                 with gr.Column():
-                    summary = gr.Markdown()
-                    plot = gr.BarPlot(x="model", y="p_fake", color="verdict", y_lim=[0, 1], y_title="P(fake)",
-                                      color_map={v: "#%02x%02x%02x" % c for v, c in COLOURS.items()},
-                                      label="P(fake) per model")
-                    table = gr.Dataframe(label="Models", interactive=False)
-            run.click(event(compare, detectors), [image], [summary, plot, table], api_name="compare", **raw)
+                    summary = gr.Markdown(elem_id="compare-summary")
+                    chart = gr.Image(label="P(fake) per model, most suspicious first", type="filepath")
+                    models_table = table("Models", COMPARE_COLUMNS)
+            run.click(event(compare, detectors), [image], [summary, chart, models_table], api_name="compare", **raw)
 
         with gr.Tab("Explain"):
             with gr.Row():
                 with gr.Column():
                     image = image_input()
+                    caption = about_example()
                     model = model_picker(detectors)
-                    samples = gr.Slider(*LIME_SAMPLES[:2], value=LIME_SAMPLES[2], step=10, label="LIME samples",
+                    samples = gr.Slider(*LIME_SAMPLES[:2], value=LIME_SAMPLES[2], step=1, label="LIME samples",
                                         info="More: steadier explanation, proportionally slower.")
                     with gr.Row():
                         run_lime = gr.Button("LIME", variant="primary")
                         run_cam = gr.Button("Grad-CAM")
-                    examples_for(image)
+                    examples_for(image, caption)
                 with gr.Column():
-                    lime_image = gr.Image(label="LIME", type="filepath")
-                    lime_info = gr.Markdown()
-                    gr.Markdown(HOW_LIME + "\n\n" + explain.HOW_TO_READ["lime"])
+                    lime_image = gr.Image(label="LIME (the face only)", type="filepath")
+                    lime_info = gr.Markdown(elem_id="lime-info")
+                    gr.Markdown(lime_help(LIME_SAMPLES[2], LIME_TIMING) + "\n\n" + explain.HOW_TO_READ["lime"])
                 with gr.Column():
                     cam_images = gr.Gallery(label="Grad-CAM", columns=3, height=320, object_fit="contain")
-                    cam_info = gr.Markdown()
+                    cam_info = gr.Markdown(elem_id="cam-info")
                     gr.Markdown(explain.HOW_TO_READ["grad_cam"])
             run_lime.click(event(explain_lime, detectors), [image, model, samples], [lime_image, lime_info],
                            api_name="explain_lime", concurrency_limit=1, concurrency_id="lime", **raw)
@@ -318,35 +388,44 @@ def build_demo(models, *, repo_ids=None):
             with gr.Row():
                 with gr.Column():
                     image = image_input()
+                    caption = about_example()
                     model = model_picker(detectors)
-                    layer = layer_choices(detectors, start)
+                    layer = gr.Dropdown(choices=list(explain.LAYER_DEPTHS), value=explain.LAYER_DEPTHS[2],
+                                        label="Layer (for an ensemble: that layer of each member)")
                     run = gr.Button("Look inside", variant="primary")
-                    examples_for(image)
+                    examples_for(image, caption)
                 with gr.Column():
-                    maps = gr.Image(label="Most active feature maps of the layer", type="filepath")
+                    # The images carry their own captions (model, member, layer): no label badge over them.
+                    gr.Markdown("**Most active feature maps of the layer**")
+                    maps = gr.Image(show_label=False, type="filepath", elem_id="feature-maps")
                     gr.Markdown(explain.HOW_TO_READ["feature_maps"])
-                    overlay = gr.Image(label="Where each stage looks, overlaid on the face", type="filepath")
-            model.change(event(layer_choices, detectors), [model], [layer], api_name="layers")
+                    gr.Markdown("**Where each stage looks, overlaid on the face**")
+                    overlay = gr.Image(show_label=False, type="filepath")
             run.click(event(inside_model, detectors), [image, model, layer], [maps, overlay], api_name="inside_model",
                       **raw)
 
         with gr.Tab("Video"):
             with gr.Row():
                 with gr.Column():
-                    clip = gr.Video(label=f"Short clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB)",
+                    clip = ClipInput(label=f"Short clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB)",
                                     sources=["upload"], height=280)
+                    caption = about_example()
                     model = model_picker(detectors)
                     frames = gr.Slider(*VIDEO_SAMPLES[:2], value=VIDEO_SAMPLES[2], step=1, label="Frames to sample")
                     top_k = gr.Slider(1, VIDEO_SAMPLES[1], value=3, step=1, label="Top-k suspicious frames averaged")
                     run = gr.Button("Analyse video", variant="primary")
+                    if EXAMPLE_CLIP:
+                        gr.Examples(examples=[[EXAMPLE_CLIP.path, EXAMPLE_CLIP.caption]], inputs=[clip, caption],
+                                    cache_examples=False, label="Example clip")
+                    clip.upload(lambda: "", None, caption, api_visibility="private", queue=False)
                 with gr.Column():
-                    summary = gr.Markdown()
-                    plot = gr.LinePlot(x="time_s", y="p_fake", y_lim=[0, 1], x_title="time (s)", y_title="P(fake)",
-                                       label="P(fake) over time")
+                    summary = gr.Markdown(elem_id="video-summary")
+                    plot = gr.LinePlot(x="seconds", y="fake_probability", y_lim=[0, 1], x_title="time (s)",
+                                       y_title="P(fake)", label="P(fake) over time")
                     suspicious = gr.Gallery(label="Most suspicious frames", columns=3, height=240, object_fit="contain")
-                    table = gr.Dataframe(label="Frames", interactive=False)
+                    frames_table = table("Frames", VIDEO_COLUMNS)
             gr.Markdown(HOW_VIDEO)
-            run.click(event(video, detectors), [clip, model, frames, top_k], [summary, plot, table, suspicious],
+            run.click(event(video, detectors), [clip, model, frames, top_k], [summary, plot, frames_table, suspicious],
                       api_name="video", concurrency_limit=1, concurrency_id="heavy")
 
         with gr.Tab("Batch"):
@@ -356,14 +435,14 @@ def build_demo(models, *, repo_ids=None):
                     model = model_picker(detectors)
                     run = gr.Button("Score all", variant="primary")
                 with gr.Column():
-                    summary = gr.Markdown()
-                    download = gr.File(label="verdicts.csv")
-            table = gr.Dataframe(label="Verdicts (model's default thresholds)", interactive=False)
-            run.click(event(batch, detectors), [files, model], [summary, table, download], api_name="batch",
+                    summary = gr.Markdown(elem_id="batch-summary")
+                    download = gr.File(label="Download the verdicts (CSV)")
+            verdicts = table("Verdicts (each model's default thresholds)", list(BATCH_TABLE.values()))
+            run.click(event(batch, detectors), [files, model], [summary, verdicts, download], api_name="batch",
                       concurrency_limit=1, concurrency_id="heavy")
 
         with gr.Tab("Models"):
-            cards = gr.Markdown(model_cards(detectors))
+            cards = gr.Markdown(model_cards(detectors), elem_id="model-cards")
         demo.load(event(model_cards, detectors), None, [cards], api_name="model_cards")
     return demo
 
@@ -390,7 +469,7 @@ def __getattr__(name):
     # `gradio app.py` (reload mode) looks for `demo`; importing app.py in tests must not load the shipped models.
     if name == "demo":
         models, repo_ids = shipped_models()
-        globals()["demo"] = build_demo(models, repo_ids=repo_ids).queue(**QUEUE_OPTIONS)
+        globals()["demo"] = build_demo(models, repo_ids=repo_ids, load="background").queue(**QUEUE_OPTIONS)
         return globals()["demo"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -416,8 +495,12 @@ def main(argv=None):
         sys.exit(f"No model found: models/models.json lists {names}, but none resolved from the Hub, the local cache "
                  "or models/. Connect to the Hub, copy trained model folders into models/, or pass "
                  "--model NAME=FOLDER (e.g. --model xception=runs/xception).")
-    demo = build_demo(models, repo_ids=repo_ids).queue(**QUEUE_OPTIONS)
-    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_OPTIONS)
+    # The page first, the models behind it: loading them while gradio starts would slow both (2 cores, one GIL).
+    # A request that comes before its model is loaded waits for it.
+    demo = build_demo(models, repo_ids=repo_ids, load="lazy").queue(**QUEUE_OPTIONS)
+    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **LAUNCH_OPTIONS)
+    load_in_background(demo.detectors)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ parse the card back with `huggingface_hub.ModelCard`.
 """
 
 import math
+import re
 from pathlib import PurePosixPath
 
 from huggingface_hub import EvalResult, ModelCardData
@@ -399,34 +400,68 @@ def model_card(metrics: dict, *, repo_id: str | None = None) -> str:
 
 
 # ---- the app's Models tab ---------------------------------------------------------------------------------
+SOURCES = {"hub": "the Hugging Face Hub", "cache": "a local copy of the Hub model",
+           "embedded": "the copy shipped with this app", "local folder": "a model folder given at start-up"}
+
+
 def model_facts(detector) -> list[tuple[str, str]]:
-    """(what, value) rows about one loaded model (an `inference.Detector`): where it came from, its figures."""
+    """(what, value) rows about one loaded model (an `inference.Detector`): where it came from (in words, never
+    a server path), its Hub page, its figures."""
     m, test = detector.metrics, detector.metrics.get("test") or {}
     link = f"[{detector.repo_id}](https://huggingface.co/{detector.repo_id})" if detector.repo_id else "not on the Hub"
     datasets = ", ".join(_dataset_names(m)) or "not recorded"
     counts = get(m, "data", "counts") or {}
     images = sum(sum(v for v in c.values() if number(v) is not None) for c in counts.values())
     t = detector.thresholds
-    rows = [
-        ("Loaded from", f"{detector.source} (`{detector.path}`)"), ("Hub", link),
+    overall = get(m, "verdicts", "overall") or {}
+    return [
+        ("Model page", link), ("Loaded from", SOURCES.get(detector.source, detector.source)),
         ("Architecture", f"{m.get('architecture', '–')}, {m.get('image_size', '–')} px input"),
         ("Test accuracy / ROC-AUC", f"{fmt(test.get('accuracy'), 3)} / {fmt(test.get('auc'), 3)} "
                                     f"on {count(test.get('n'))} images"),
-        ("Calibration error (ECE) after temperature scaling", fmt(test.get("ece_after"), 3)),
         ("Verdict thresholds", f"fake if P(fake) ≥ {t['fake']:.2f}, real if ≤ {t['real']:.2f}"),
+        ("Said uncertain (test)", percent(overall.get("uncertain_share"))),
+        ("Right when not uncertain (test)", percent(overall.get("committed_accuracy"))),
+        ("Calibration error (ECE) after temperature scaling", fmt(test.get("ece_after"), 3)),
+        ("Training data", f"{datasets} ({images} images)" if images else datasets),
+        ("CPU time per image", f"{fmt(get(m, 'inference', 'cpu_ms_per_image'), 1)} ms"),
     ]
-    if isinstance(overall := get(m, "verdicts", "overall"), dict):
-        rows.append(("Test verdicts at those thresholds", f"{percent(overall.get('uncertain_share'))} uncertain; "
-                                                          f"{percent(overall.get('committed_accuracy'))} of the rest right"))
-    rows += [("Training data", f"{datasets} ({images} images)" if images else datasets),
-             ("CPU time per image", f"{fmt(get(m, 'inference', 'cpu_ms_per_image'), 1)} ms")]
-    return rows
 
 
 def models_markdown(detectors) -> str:
-    """One section per loaded model: its facts and limitations, rendered from metrics.json as the card is."""
-    parts = [f"Licence of every model: {LICENSE_TERMS}. A score is a probability, not proof: keep a person in the loop."]
-    for detector in detectors:
-        facts = table(["about the model", ""], [[what, value] for what, value in model_facts(detector)])
-        parts.append(f"## {detector.name}\n\n{facts}\n\n### Limitations\n\n{limitations_text(detector.metrics)}")
-    return "\n\n".join(parts)
+    """The loaded models side by side (one column each), their test accuracy per data set, and the limitations
+    once: what every model's share, then what only one adds. Every figure from metrics.json, as the card."""
+    detectors = list(detectors)
+    names = [d.name for d in detectors]
+    facts = [dict(model_facts(d)) for d in detectors]
+    parts = [f"Licence of every model: {LICENSE_TERMS}. A score is a probability, not proof: keep a person in the "
+             "loop.",
+             table([""] + names, [[what] + [f[what] for f in facts] for what in facts[0]
+                                  if any(f[what] != "–" for f in facts)]) if facts else ""]
+    sources = sorted({s for d in detectors for s in (d.metrics.get("per_source") or {})})
+    if sources:
+        rows = []
+        for source in sources:
+            cells = []
+            for d in detectors:
+                cell = fmt(get(d.metrics, "per_source", source, "accuracy"), 3)
+                v = get(d.metrics, "verdicts", "per_source", source)
+                if isinstance(v, dict):
+                    cell += (f" ({percent(v.get('uncertain_share'))} uncertain, "
+                             f"{percent(v.get('committed_accuracy'))} right)")
+                cells.append(cell)
+            rows.append([source] + cells)
+        parts.append("### Per source\n\nTest accuracy on each data set (and, where recorded, how often the model said "
+                     "uncertain there and how often it was right otherwise).\n\n" + table(["data set"] + names, rows))
+    texts = {d.name: _paragraphs(limitations_text(d.metrics)) for d in detectors}
+    shared = [p for p in next(iter(texts.values()), []) if all(p in other for other in texts.values())]
+    own = [f"**{name} only:** " + " ".join(p for p in paragraphs if p not in shared)
+           for name, paragraphs in texts.items() if any(p not in shared for p in paragraphs)]
+    parts.append("### Limitations\n\n" + "\n\n".join(shared + own))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Blocks of a text, the one-line notes split into sentences (so a shared sentence is said once)."""
+    blocks = [p.strip() for p in text.split("\n\n") if p.strip()]
+    return [part for b in blocks for part in ([b] if "\n" in b else re.split(r"(?<=\.) (?=[A-Z])", b))]

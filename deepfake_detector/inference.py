@@ -15,6 +15,7 @@ Gradio: a problem with the input is a `DataError`, which the app shows as is.
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deepfake_detector.faces import crop_face, detect_faces
+from deepfake_detector.faces import crop_face, detect_faces, face_in_crop
 from deepfake_detector.images import ID2LABEL, DataError
 from deepfake_detector.layout import THRESHOLDS_KEY, read_json
 
@@ -39,12 +40,30 @@ def load_pipeline(model, *, revision=None, device=None):
     """The one way a saved model is loaded: transformers' image-classification pipeline."""
     from transformers import pipeline
 
+    _quiet_transformers()
     try:
         return pipeline("image-classification", model=model, revision=revision, device=device,
                         trust_remote_code=needs_remote_code(model))
     except (OSError, ValueError) as e:
         raise DataError(f"{model} is not a model folder or Hub model this project can load "
                         f"({str(e).splitlines()[0]}): pass a folder written by python -m train.") from None
+
+
+class _NoFalseBackendWarning(logging.Filter):
+    """transformers asks for a torchvision image processor first, and timm models only have a PIL one, so every
+    load logs "Requested torchvision backend is not available" although nothing is wrong: dropped."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("Requested torchvision backend is not available")
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the per-load "Loading weights" bar, in the app's log
+    auto = logging.getLogger("transformers.models.auto.image_processing_auto")
+    if not any(isinstance(f, _NoFalseBackendWarning) for f in auto.filters):
+        auto.addFilter(_NoFalseBackendWarning())
 
 
 def needs_remote_code(model):
@@ -116,39 +135,91 @@ def thresholds_of(config):
 # The detector the app serves
 
 
+# One model loads at a time: two threads importing transformers/timm at once can see a half-imported module
+# (ImportError: "partially initialized module 'timm.data'"), e.g. a request while the background load runs.
+_LOADING = threading.Lock()
+
+
 @dataclass
 class Detector:
+    """A served model: what its folder says (config.json, metrics.json, the card) at once, the pipeline on first
+    use, so the app can show its page before the models are in memory."""
     name: str
-    classifier: object  # transformers image-classification pipeline
     path: str
     source: str  # hub, cache, embedded, or "local folder" for a path given directly
     repo_id: str | None = None
     metrics: dict = field(default_factory=dict)
     card: str = ""  # the folder's README.md, when it has one
+    config: dict = field(default_factory=dict)  # the folder's config.json
+    _classifier: object = field(default=None, repr=False)
+
+    @property
+    def classifier(self):
+        """The transformers image-classification pipeline, loaded and warmed up on first use; threads that ask
+        while it loads wait for that one load."""
+        with _LOADING:
+            if self._classifier is None:
+                start = time.perf_counter()
+                classifier = load_pipeline(self.path)
+                # Warm up: the first call is several times slower.
+                classifier(Image.new("RGB", (64, 64), (128, 128, 128)))
+                self._classifier = classifier
+                logger.info("loaded %s from %s in %.1f s", self.name, self.path, time.perf_counter() - start)
+        return self._classifier
+
+    @property
+    def loaded(self):
+        return self._classifier is not None
 
     @property
     def thresholds(self):
         """Verdict thresholds on P(fake) from the model's config.json; 0.5/0.5 (no "uncertain") without them."""
-        return thresholds_of(self.classifier.model.config) or dict(NO_THRESHOLDS)
+        return thresholds_of(self.config) or dict(NO_THRESHOLDS)
 
 
-def load_detectors(models, repo_ids=None):
-    """{name: folder or a resolved model with .path/.source} -> {name: Detector}, each pipeline loaded once."""
+def load_detectors(models, repo_ids=None, *, load="now"):
+    """{name: folder or a resolved model with .path/.source} -> {name: Detector}.
+
+    load: "now" loads every pipeline before returning; "background" returns at once and loads them in one
+    background thread, the default model (default_model) first, so a page can be served meanwhile (a request
+    that needs a model still loading waits for it); "lazy" loads each on its first use.
+    """
+    if load not in ("now", "background", "lazy"):
+        raise ValueError(f"load={load!r}: choose 'now', 'background' or 'lazy'.")
     detectors = {}
     for name, model in models.items():
         path = str(getattr(model, "path", model))
-        start = time.perf_counter()
         card_path = os.path.join(path, "README.md")
         card = Path(card_path).read_text(encoding="utf-8") if os.path.isfile(card_path) else ""
-        classifier = load_pipeline(path)
-        classifier(Image.new("RGB", (64, 64), (128, 128, 128)))  # warm up: the first call is several times slower
-        if thresholds_of(classifier.model.config) is None:
+        config = read_json(os.path.join(path, "config.json"))
+        if thresholds_of(config) is None:
             logger.warning("%s: its config.json has no %s, so verdicts use 0.5 (never uncertain); write them with "
                            "python -m hub set-thresholds %s", name, THRESHOLDS_KEY, path)
-        detectors[name] = Detector(name, classifier, path, getattr(model, "source", "local folder"),
-                                   (repo_ids or {}).get(name), read_json(os.path.join(path, "metrics.json")), card)
-        logger.info("loaded %s from %s in %.1f s", name, path, time.perf_counter() - start)
+        detectors[name] = Detector(name, path, getattr(model, "source", "local folder"), (repo_ids or {}).get(name),
+                                   read_json(os.path.join(path, "metrics.json")), card, config)
+    if load == "now":
+        for detector in detectors.values():
+            detector.classifier
+    elif load == "background":
+        load_in_background(detectors)
     return detectors
+
+
+def load_in_background(detectors):
+    """Load every pipeline of {name: Detector} in one daemon thread, the default model first -> the thread."""
+    order = sorted(detectors, key=lambda n: n != default_model(detectors)) if detectors else []
+    thread = threading.Thread(target=_load_all, args=([detectors[name] for name in order],), name="load-models",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def _load_all(detectors):
+    for detector in detectors:
+        try:
+            detector.classifier
+        except Exception:  # noqa: BLE001 - said in the log; the first request for it retries and gets the error
+            logger.exception("could not load %s from %s", detector.name, detector.path)
 
 
 def default_model(detectors):
@@ -180,11 +251,14 @@ def faces_and_crops(img):
     return faces, [crop_face(img, face.box) for face in faces]
 
 
-def main_face(img):
-    """The crop of the largest face (the whole image when there is none) and how to say which it is."""
+def main_face(img, with_region=False):
+    """The crop of the largest face (the whole image when there is none) and how to say which it is; with
+    `with_region`, also the face's box inside the crop (None for the whole image), what LIME explains."""
     faces, crops = faces_and_crops(img)
     note = "the whole image (no face found)" if faces[0].whole_image else (
         "the face" if len(faces) == 1 else f"the largest of {len(faces)} faces")
+    if with_region:
+        return crops[0], note, None if faces[0].whole_image else face_in_crop(img.size, faces[0].box)
     return crops[0], note
 
 

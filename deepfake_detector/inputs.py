@@ -5,6 +5,7 @@ app shows that sentence as is (a `gr.Error`), never a stack trace.
 """
 
 import base64
+import os
 
 from deepfake_detector.images import DataError, load_image
 
@@ -23,6 +24,24 @@ def read_image(image):
         raise DataError(f"The image is only {img.width}x{img.height} pixels: upload one at least {MIN_SIDE} pixels "
                         "on each side.")
     return img
+
+
+def frame_count(image):
+    """How many frames an upload holds (an animated GIF, WebP or PNG, a multi-page TIFF); 1 when it cannot tell.
+    read_image scores the first frame only, and the app says so when this is more than 1."""
+    from PIL import Image
+
+    if isinstance(image, dict):
+        image = image.get("path")
+    if isinstance(image, Image.Image):
+        return getattr(image, "n_frames", 1)
+    if not isinstance(image, (str, os.PathLike)) or not os.path.isfile(image):
+        return 1
+    try:
+        with Image.open(image) as img:
+            return getattr(img, "n_frames", 1)
+    except Exception:  # noqa: BLE001 - read_image says what is wrong with an unreadable file
+        return 1
 
 
 def _data_url_bytes(url):

@@ -14,12 +14,11 @@ import json
 import os
 import shutil
 
-import torch
-from safetensors.torch import save_file
-from timm.models._hub import save_config_for_hf
-
 from deepfake_detector.images import ID2LABEL, DataError
-from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
+
+# torch, timm, safetensors and the ensemble's modeling file are imported in the functions that save weights:
+# reading a folder (THRESHOLDS_KEY, read_json) is what the app does at start-up, and it should not wait ~10 s
+# for them.
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -43,9 +42,12 @@ def read_json(path):
         return json.load(f)
 
 
-def save_model(model, folder, *, dtype=torch.float32, thresholds=None):
-    """Write config + weights (+ preprocessing, + modeling file for the ensemble) into `folder`; with
-    `thresholds` ({"fake", "real", ...} on P(fake)) config.json carries the verdict rule too."""
+def save_model(model, folder, *, dtype=None, thresholds=None):
+    """Write config + weights (+ preprocessing, + modeling file for the ensemble) into `folder`, the weights in
+    `dtype` (default torch.float32); with `thresholds` ({"fake", "real", ...} on P(fake)) config.json carries
+    the verdict rule too."""
+    from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
+
     os.makedirs(folder, exist_ok=True)
     if isinstance(model, DeepfakeEnsembleForImageClassification):
         save_ensemble(model, folder, dtype=dtype)
@@ -90,7 +92,9 @@ def check_thresholds(thresholds, where="the thresholds"):
     return {**thresholds, "fake": fake, "real": real}
 
 
-def save_timm(model, folder, *, dtype=torch.float32):
+def save_timm(model, folder, *, dtype=None):
+    from timm.models._hub import save_config_for_hf
+
     save_config_for_hf(
         model, os.path.join(folder, CONFIG),
         model_config={"label_names": [ID2LABEL[i] for i in sorted(ID2LABEL)]},
@@ -108,7 +112,7 @@ def save_timm(model, folder, *, dtype=torch.float32):
     _save_weights(model.state_dict(), os.path.join(folder, WEIGHTS), dtype)
 
 
-def save_ensemble(model, folder, *, dtype=torch.float32):
+def save_ensemble(model, folder, *, dtype=None):
     model.config.architectures = [type(model).__name__]
     model.config.auto_map = {
         "AutoConfig": f"{MODELING_FILE[:-3]}.DeepfakeEnsembleConfig",
@@ -125,7 +129,11 @@ def save_ensemble(model, folder, *, dtype=torch.float32):
                                                         "AutoImageProcessor"]}})
 
 
-def _save_weights(state_dict, path, dtype):
+def _save_weights(state_dict, path, dtype=None):
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = dtype or torch.float32
     tensors = {
         name: (t.to(dtype) if t.is_floating_point() else t).detach().contiguous().clone()
         for name, t in state_dict.items()

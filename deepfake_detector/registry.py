@@ -126,7 +126,9 @@ def resolve_model(entry: ModelEntry | dict, *, offline: bool | None = None, cach
             tried.append(f"cache ({_reason(error)})")
     if folder := _embedded(entry, Path(root)):
         because = "; ".join(tried) or "no Hub repo configured"
-        logger.warning("model %s: from the embedded folder %s because: %s", entry.name, entry.local, because)
+        # Offline by choice (HF_HUB_OFFLINE) or no repo: the embedded copy is the plan, not a problem.
+        level = logging.INFO if offline or not entry.repo_id else logging.WARNING
+        logger.log(level, "model %s: from the embedded folder %s because: %s", entry.name, entry.local, because)
         return ResolvedModel(entry.name, folder, "embedded")
     tried.append(f"embedded folder {entry.local} (no config.json there)" if entry.local else "no embedded folder")
     raise ModelUnavailableError(f"model {entry.name!r} not found: tried " + "; ".join(tried))

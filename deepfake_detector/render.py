@@ -33,7 +33,8 @@ def draw_faces(img, faces, p_fake, verdicts, max_side=SHOW_MAX_SIDE):
     for number, (face, p, v) in enumerate(zip(faces, p_fake, verdicts), start=1):
         colour = COLOURS[v]
         x0, y0, x1, y1 = (round(c * scale) for c in face.box)
-        label = f"{'whole image' if face.whole_image else number}: {v} {p:.2f}"
+        shown = p if isinstance(p, str) else f"{p:.2f}"  # the caller may pass P(fake) already worded
+        label = f"{'whole image' if face.whole_image else number}: {v} {shown}"
         if not face.whole_image:
             draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
@@ -112,3 +113,48 @@ def write_csv(rows, columns, name="verdicts.csv"):
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def compare_chart(rows):
+    """A bar per model (in the order of `rows`, top to bottom) of its P(fake), coloured by its verdict, with the
+    model's own thresholds drawn across its bar: rows hold model, p_fake, verdict, fake_threshold,
+    real_threshold. -> RGB PIL image."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 0.7 * len(rows) + 1.1), dpi=100)
+    axes = figure.add_subplot()
+    positions = list(range(len(rows)))[::-1]  # the first row on top, as in the table
+    for y, row in zip(positions, rows):
+        colour = "#%02x%02x%02x" % COLOURS[row["verdict"]]
+        axes.barh(y, row["p_fake"], height=0.6, color=colour)
+        axes.text(row["p_fake"] + 0.01, y, f"{row['p_fake_text']} {row['verdict']}", va="center",
+                  fontsize=9)
+        for key, style in (("fake_threshold", "#dc2626"), ("real_threshold", "#16a34a")):
+            axes.plot([row[key]] * 2, [y - 0.4, y + 0.4], color=style, linewidth=2, linestyle="--")
+    axes.set_yticks(positions, [row["model"] for row in rows])
+    axes.set_xlim(0, 1.2)  # room for the label after a bar near 1
+    axes.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    axes.set_xlabel("P(fake) — dashed: the model's thresholds (red: fake at or above, green: real at or below)",
+                    fontsize=8)
+    axes.spines[["top", "right"]].set_visible(False)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def stack_images(images, gap=8):
+    """Images one above the other on white, left-aligned."""
+    if len(images) == 1:
+        return images[0]
+    canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images) + gap * (len(images) - 1)),
+                       "white")
+    y = 0
+    for image in images:
+        canvas.paste(image, (0, y))
+        y += image.height + gap
+    return canvas

@@ -22,6 +22,8 @@ from PIL import Image
 
 import app
 from deepfake_detector.faces import MAX_SIDE, Face, crop_box, crop_face, detect_faces
+from deepfake_detector import explain
+from deepfake_detector.report import probability_text
 from helpers import make_tiny_models
 from deepfake_detector.inference import score, verdict
 from deepfake_detector.render import COLOURS, draw_faces
@@ -106,7 +108,7 @@ def make_inputs(folder):
 
 
 BAD_IMAGES = {  # input -> the whole message, as a regular expression
-    "notes.txt": re.escape("notes.txt is not an image PIL can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF."),
+    "notes.txt": re.escape("notes.txt is not an image this app can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF."),
     "empty.jpg": re.escape("empty.jpg is empty (0 bytes): upload an image file such as JPEG or PNG."),
     "truncated.jpg": (r"truncated\.jpg is corrupt or truncated \(image file is truncated \(\d+ bytes not "
                       r"processed\)\): re-export or re-download it\."),
@@ -198,10 +200,12 @@ def test_crop_box_is_a_square_with_margin_kept_inside_the_image():
 def test_detect_outputs(detectors):
     annotated, summary, table = app.detect(detectors, TWO_FACES, "xception", 0.6, 0.4)
     assert isinstance(annotated, Image.Image) and annotated.size == Image.open(TWO_FACES).size
-    assert list(table.columns) == ["face", "box (x0, y0, x1, y1)", "face confidence", "P(fake)", "verdict"]
+    assert list(table.columns) == ["face", "verdict", "P(fake)", "face found (certainty)",
+                                   "where (left, top, right, bottom)"]
     assert table["face"].tolist() == ["1", "2"]
-    assert ((table["P(fake)"] >= 0) & (table["P(fake)"] <= 1)).all()
-    assert table["verdict"].tolist() == [verdict(p, THRESHOLDS) for p in table["P(fake)"]]
+    p_fake = table["P(fake)"].astype(float)
+    assert ((p_fake >= 0) & (p_fake <= 1)).all()
+    assert table["verdict"].tolist() == [verdict(p, THRESHOLDS) for p in p_fake]  # shown precise enough to decide
     assert summary.startswith("2 faces: ") and "Model **xception**" in summary and " ms" in summary
 
 
@@ -216,7 +220,9 @@ def test_verdict_follows_the_thresholds(detectors, offsets, expected):
     fake_t, real_t = np.clip(p + offsets[0], 0, 1), np.clip(p + offsets[1], 0, 1)
     _, summary, table = app.detect(detectors, ONE_FACE, "tuned-cnn", fake_t, real_t)
     assert table["verdict"].tolist() == [expected]
-    assert summary.startswith(f"1 face: **{expected.upper()}** (P(fake) = {p:.2f})")
+    shown = probability_text(p, {"fake": fake_t, "real": real_t})
+    assert summary.startswith(f"1 face: **{expected.upper()}** (P(fake) = {shown})")
+    assert verdict(float(shown), {"fake": fake_t, "real": real_t}) == expected
 
 
 def test_thresholds_in_the_wrong_order_are_refused(detectors):
@@ -233,7 +239,8 @@ def test_unknown_model_is_refused(detectors):
 def test_no_face_is_said_and_the_whole_image_scored(detectors):
     _, summary, table = app.detect(detectors, NO_FACE, "xception", 0.6, 0.4)
     assert summary.startswith("No face found: the whole image was scored")
-    assert table["face"].tolist() == ["whole image"] and table["box (x0, y0, x1, y1)"].tolist() == ["(0, 0, 320, 240)"]
+    assert table["face"].tolist() == ["whole image"]
+    assert table["where (left, top, right, bottom)"].tolist() == ["0, 0, 320, 240"]
 
 
 def test_draw_faces_colours_each_box_by_its_verdict():
@@ -246,12 +253,15 @@ def test_draw_faces_colours_each_box_by_its_verdict():
 
 
 def test_compare_runs_every_model_and_says_whether_they_agree(detectors):
-    summary, plot, table = app.compare(detectors, ONE_FACE)
-    assert table["model"].tolist() == ["tuned-cnn", "xception", "ensemble"]
-    assert list(plot.columns) == ["model", "p_fake", "verdict"]
+    summary, chart, table = app.compare(detectors, ONE_FACE)
+    assert list(table.columns) == ["model", "P(fake)", "verdict", "fake if ≥", "real if ≤", "time (ms)"]
+    p = {name: p_fake_of_main_face(detectors, name, ONE_FACE) for name in detectors}
+    assert table["model"].tolist() == sorted(p, key=lambda name: -p[name])  # the most suspicious first
+    assert isinstance(chart, Image.Image)
     for _, row in table.iterrows():
-        assert row["verdict"] == verdict(row["p_fake"], THRESHOLDS) and row["latency_ms"] > 0
-        assert row["p_fake"] == round(p_fake_of_main_face(detectors, row["model"], ONE_FACE), 4)
+        assert row["verdict"] == verdict(float(row["P(fake)"]), THRESHOLDS) == verdict(p[row["model"]], THRESHOLDS)
+        assert float(row["P(fake)"]) == pytest.approx(p[row["model"]], abs=0.006)
+        assert (row["fake if ≥"], row["real if ≤"]) == ("0.60", "0.40") and float(row["time (ms)"]) >= 0
     verdicts = table["verdict"].tolist()
     agree = len(set(verdicts)) == 1
     assert summary.startswith(f"All 3 models agree: **{verdicts[0]}**." if agree else "The models **disagree**: ")
@@ -267,10 +277,11 @@ def test_batch_table_and_csv(detectors, inputs):
     assert float(rows[0]["p_fake"]) == round(p_fake_of_main_face(detectors, "tuned-cnn", ONE_FACE), 4)
     assert rows[0]["verdict"] == verdict(float(rows[0]["p_fake"]), THRESHOLDS) and rows[0]["error"] == ""
     assert rows[1] == {"file": "notes.txt", "faces": "0", "p_fake": "", "verdict": "", "model": "tuned-cnn",
-                       "error": "notes.txt is not an image PIL can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF."}
+                       "error": "notes.txt is not an image this app can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF."}
+    assert list(table.columns) == ["file", "faces", "P(fake)", "verdict", "model", "problem"]
     assert table["file"].tolist() == [r["file"] for r in rows]
     assert summary.startswith("3 files with **tuned-cnn**: ") and summary.endswith(
-        "; 1 could not be read (see the error column).")
+        "; 1 could not be read (see the problem column).")
 
 
 def test_batch_without_files_is_refused(detectors):
@@ -279,22 +290,23 @@ def test_batch_without_files_is_refused(detectors):
 
 def test_video_scores_sampled_frames_and_averages_the_most_suspicious(detectors, inputs):
     summary, plot, table, gallery = app.video(detectors, inputs["clip.mp4"], "xception", frames=8, top_k=3)
-    assert len(table) == 8 and list(plot.columns) == ["time_s", "p_fake"]
-    times = table["time_s"].tolist()
+    assert len(table) == 8 and list(plot.columns) == ["seconds", "fake_probability"]
+    assert list(table.columns) == ["time (s)", "faces", "P(fake)", "verdict"]
+    times = plot["seconds"].tolist()
     assert times == sorted(times) and 0 <= times[0] < times[-1] < 3  # spread over the 3-second clip
     assert (table["faces"] == 2).all()  # both faces in every frame
-    top3 = np.sort(table["p_fake"].to_numpy())[-3:].mean()
+    top3 = np.sort(plot["fake_probability"].to_numpy())[-3:].mean()
     clip_p = float(re.search(r"P\(fake\) = ([0-9.]+)", summary).group(1))
     assert clip_p == pytest.approx(top3, abs=0.006) and "mean P(fake) of the 3 most suspicious of 8" in summary
     assert len(gallery) == 3 and all(isinstance(image, Image.Image) for image, _ in gallery)
 
 
-def test_model_cards_name_source_licence_and_limitations(detectors):
+def test_model_cards_name_source_licence_and_limitations(detectors, tiny_models):
     cards = app.model_cards(detectors)
-    for name in detectors:
-        assert f"## {name}" in cards
-    assert "non-commercial" in cards and cards.count("local folder") == 3 and cards.count("### Limitations") == 3
-    assert "diffusion models" in cards  # from the card's limitations
+    assert cards.splitlines()[2] == "|  | tuned-cnn | xception | ensemble |"  # the models side by side
+    assert "non-commercial" in cards and cards.count("a model folder given at start-up") == 3
+    assert cards.count("### Limitations") == 1 and cards.count("diffusion models") == 1  # once, not per model
+    assert not any(str(folder) in cards for folder in tiny_models.values())  # no server paths
 
 
 def test_model_cards_say_where_hub_pull_found_each_model(tiny_models):
@@ -303,22 +315,28 @@ def test_model_cards_say_where_hub_pull_found_each_model(tiny_models):
     resolved = {"xception": ResolvedModel("xception", Path(tiny_models["xception"]), "embedded")}
     detectors = app.load_detectors(resolved, repo_ids={"xception": "someone/deepfake-xception"})
     cards = app.model_cards(detectors)
-    assert f"| Loaded from | embedded (`{tiny_models['xception']}`) |" in cards
-    assert "| Hub | [someone/deepfake-xception](https://huggingface.co/someone/deepfake-xception) |" in cards
+    assert "| Loaded from | the copy shipped with this app |" in cards and str(tiny_models["xception"]) not in cards
+    assert "| Model page | [someone/deepfake-xception](https://huggingface.co/someone/deepfake-xception) |" in cards
 
 
 def test_explanations(detectors):
     overlay, info = app.explain_lime(detectors, ONE_FACE, "tuned-cnn", num_samples=50)
     assert isinstance(overlay, Image.Image) and info.startswith("Explaining the face.")
     maps, info = app.explain_gradcam(detectors, ONE_FACE, "ensemble")  # all members, then each member
-    assert [caption.split(": ")[1] for _, caption in maps] == ["all members", "tuned-cnn", "xception"], maps
+    assert [caption for _, caption in maps] == ["all members of ensemble", "tuned-cnn member of ensemble",
+                                                "xception member of ensemble"], maps
     assert all(isinstance(image, Image.Image) for image, _ in maps) and info.count("Explaining the face.") == 3
     maps, _ = app.explain_gradcam(detectors, ONE_FACE, "xception")
     assert [caption for _, caption in maps] == ["xception"]
-    layers = app.layer_choices(detectors, "xception")
-    assert layers.value in [value for _, value in layers.choices] and len(layers.choices) >= 3
-    feature_maps, overlay = app.inside_model(detectors, ONE_FACE, "xception", layers.value)
-    assert isinstance(feature_maps, Image.Image) and isinstance(overlay, Image.Image)
+    for name in detectors:  # every layer offered resolves for every model: one per member for the ensemble
+        for depth in explain.LAYER_DEPTHS:
+            assert len(explain.stages_at_depth(detectors[name].classifier, depth)) == (2 if name == "ensemble" else 1)
+    single, overlay = app.inside_model(detectors, ONE_FACE, "xception", "stage 2")
+    both, _ = app.inside_model(detectors, ONE_FACE, "ensemble", "stage 2")
+    assert isinstance(overlay, Image.Image) and both.height > 2 * single.height - 50  # one block per member
+    assert (error_message(app.inside_model, detectors, ONE_FACE, "xception", "xception · stem (16 ch, 1/2)")
+            == "xception has no layer 'xception · stem (16 ch, 1/2)': pick one of stem, stage 1, stage 2, stage 3, "
+               "stage 4.")
 
 
 def test_lime_samples_out_of_range_are_refused(detectors):
@@ -346,6 +364,10 @@ def test_odd_images_work(detectors, inputs, name):
     assert table["face"].tolist() == ["1"], summary  # the face is found: decoded right, first frame, upright
     if name == "rotated.jpg":
         assert annotated.size == (200, 300)
+    first_frame_only = "This file holds 2 frames (an animation or a multi-page image): only the first frame was scored."
+    assert (first_frame_only in summary) == (name == "animated.gif"), summary
+    compared = app.compare(detectors, inputs[name])[0]
+    assert (first_frame_only in compared) == (name == "animated.gif"), compared
 
 
 @pytest.mark.parametrize("name", BAD_VIDEOS)
@@ -383,8 +405,10 @@ def check_thresholds(client, inputs):
 
 
 def check_compare(client, inputs):
-    summary, plot, table = client.predict(handle_file(ONE_FACE), api_name="/compare")
-    assert [row[0] for row in table["data"]] == ["tuned-cnn", "xception", "ensemble"]
+    summary, chart, table = client.predict(handle_file(ONE_FACE), api_name="/compare")
+    assert sorted(row[0] for row in table["data"]) == ["ensemble", "tuned-cnn", "xception"]
+    p_fake = [float(row[1]) for row in table["data"]]
+    assert p_fake == sorted(p_fake, reverse=True) and Image.open(chart).size[0] > 0
     assert summary.startswith(("All 3 models agree", "The models **disagree**"))
 
 
@@ -398,21 +422,18 @@ def check_explain_gradcam(client, inputs):
     assert len(maps) == 3 and all(Image.open(item["image"]).size[0] > 0 for item in maps)
 
 
-def check_layers(client, inputs):
-    update = client.predict("xception", api_name="/layers")
-    assert update["value"] in [value for _, value in update["choices"]]
-
-
 def check_inside_model(client, inputs):
-    layer = client.predict("xception", api_name="/layers")["value"]
-    maps, overlay = client.predict(handle_file(ONE_FACE), "xception", layer, api_name="/inside_model")
-    assert Image.open(maps).size[0] > 0 and Image.open(overlay).size[0] > 0
+    layers = endpoint_parameters(client, "/inside_model")["layer_name"]["type"]["enum"]
+    assert layers == list(explain.LAYER_DEPTHS)  # what view_api offers is valid for every model
+    for model in ("tuned-cnn", "xception", "ensemble"):
+        maps, overlay = client.predict(handle_file(ONE_FACE), model, layers[0], api_name="/inside_model")
+        assert Image.open(maps).size[0] > 0 and Image.open(overlay).size[0] > 0
 
 
 def check_video(client, inputs):
-    summary, plot, table, gallery = client.predict(handle_file(inputs["clip.mp4"]), "tuned-cnn", 4, 2,
-                                                   api_name="/video")
-    assert summary.startswith("Clip: **") and len(table["data"]) == 4 and len(gallery) == 2
+    for clip in (handle_file(inputs["clip.mp4"]), {"video": handle_file(inputs["clip.mp4"])}):  # both documented forms
+        summary, plot, table, gallery = client.predict(clip, "tuned-cnn", 4, 2, api_name="/video")
+        assert summary.startswith("Clip: **") and len(table["data"]) == 4 and len(gallery) == 2
 
 
 def check_batch(client, inputs):
@@ -425,12 +446,17 @@ def check_batch(client, inputs):
 
 def check_model_cards(client, inputs):
     cards = client.predict(api_name="/model_cards")
-    assert all(f"## {name}" in cards for name in ("tuned-cnn", "xception", "ensemble"))
+    assert "|  | tuned-cnn | xception | ensemble |" in cards and cards.count("### Limitations") == 1
 
 
 ENDPOINTS = {f"/{check.__name__[len('check_'):]}": check for check in (
-    check_detect, check_thresholds, check_compare, check_explain_lime, check_explain_gradcam, check_layers,
+    check_detect, check_thresholds, check_compare, check_explain_lime, check_explain_gradcam,
     check_inside_model, check_video, check_batch, check_model_cards)}
+
+
+def endpoint_parameters(client, api_name):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]
+    return {p["parameter_name"]: p for p in info["parameters"]}
 
 
 def test_every_api_name_is_tested(client):
@@ -463,3 +489,49 @@ def test_odd_images_through_the_api_and_the_app_keeps_serving(client, inputs):
         if name == "rotated.jpg":
             assert Image.open(image).size == (200, 300)
     check_detect(client, inputs)  # after all the errors above, still answering
+
+
+# ---- the README's gradio_client lines, as written ----------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_client_lines():
+    """The lines of the README's gradio_client block (### From code) that call the app."""
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"### From code.*?```python\n(.*?)```", text, flags=re.DOTALL).group(1)
+    return [line for line in block.splitlines() if "client.predict(" in line]
+
+
+def test_the_readme_documents_every_endpoint(client):
+    documented = {re.search(r'api_name="(/\w+)"', line).group(1) for line in readme_client_lines()}
+    assert documented == set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+
+
+def test_readme_snippets_run_against_the_app(client, monkeypatch):
+    """Each line exactly as the README prints it, in its order (a later line may use an earlier one's result; the
+    example files it names are the repository's), so a wrong argument, a wrong number of outputs or a renamed
+    endpoint fails here."""
+    monkeypatch.chdir(README.parent)
+    namespace = {"client": client, "handle_file": handle_file}
+    for line in readme_client_lines():
+        before = set(namespace)
+        exec(line.split("  #")[0], namespace)  # noqa: S102 - our own README, run on purpose
+        assigned = [name for name in namespace if name not in before or name in line.split("=")[0]]
+        assert assigned and all(namespace[name] is not None for name in assigned), line
+
+
+# ---- start-up: the page before the models ------------------------------------------------------------------
+
+
+def test_models_load_behind_the_page_and_a_request_waits_for_its_model(tiny_models):
+    from deepfake_detector.inference import load_in_background
+
+    demo = app.build_demo(tiny_models, load="lazy")  # what main() serves first
+    assert not any(d.loaded for d in demo.detectors.values())
+    assert demo.detectors["ensemble"].thresholds == THRESHOLDS  # read from config.json, no model needed
+    thread = load_in_background(demo.detectors)
+    # At once, while the thread loads the default model: another model is asked for (it waits its turn).
+    _, summary, _ = app.detect(demo.detectors, ONE_FACE, "tuned-cnn", 0.6, 0.4)
+    thread.join(timeout=300)
+    assert summary.startswith("1 face: ") and all(d.loaded for d in demo.detectors.values())

@@ -32,7 +32,7 @@ def test_empty_bytes_are_refused():
 def test_non_image_is_refused(tmp_path):
     path = tmp_path / "notes.jpg"
     path.write_text("this is not an image")
-    with pytest.raises(DataError, match=r"^notes\.jpg is not an image PIL can read: upload a JPEG, PNG"):
+    with pytest.raises(DataError, match=r"^notes\.jpg is not an image this app can read: upload a JPEG, PNG"):
         load_image(str(path))
 
 

@@ -141,7 +141,7 @@ def test_lime_overlay_and_info(classifiers, image, kind):
     overlay, info = explain.lime_explanation(classifier, image, num_samples=20, num_features=5,
                                              progress=lambda fraction, desc: calls.append((fraction, desc)))
     assert_rgb(overlay, image.size)
-    assert info["samples"] == 20 and 20 <= info["segments"] <= 60
+    assert info["samples"] == 20 and 5 <= info["segments"] <= 2 * explain.LIME_SEGMENTS
     assert info["model_input"] == ([48, 48] if kind == "tuned-cnn" else [64, 64])
     assert 0 < info["seconds"] < 60 and len(info["weights"]) == 5
     assert all(np.isfinite(w) for w in info["weights"].values())
@@ -192,6 +192,45 @@ def test_lime_finds_the_half_the_model_looks_at(classifiers, image, side):
     looked_at = attribution[:, :half] if side == "left" else attribution[:, half:]
     assert looked_at.sum() / attribution.sum() > 0.8
     assert info["samples"] == explain.LIME_SAMPLES and info["fake_probability"] > 0.8
+
+
+def test_lime_restricted_to_a_region_perturbs_and_colours_only_inside_it(classifiers, image):
+    """The model looks at the left half only; explaining just the right half must find nothing there, and the
+    left half is then neither perturbed (every weight ~0) nor coloured (washed out like outside the crop)."""
+    classifier = classifiers["xception"]
+    processor = classifier.image_processor
+    _, pixel_values, _ = explain.model_input(classifier, image)
+    model = HalfImageModel("left", reference=1.0)
+    model.reference = float(model.texture(pixel_values))
+    stand_in = SimpleNamespace(model=model, image_processor=processor)
+    right_half = (100, 0, 200, 150)  # the model sees x 25..175 of the 200 x 150 image: its right half is 100..175
+    segments, weights, info = explain.lime_attribution(stand_in, image, region=right_half)
+    assert info["region"] == "face" and len(weights) == info["segments"] and 5 <= info["segments"] <= 30
+    outside = segments == info["segments"]
+    assert outside[:, : segments.shape[1] // 2].all() and not outside[:, -1].any()
+    assert max(abs(w) for w in weights.values()) < 1e-6
+    everywhere = explain.lime_attribution(stand_in, image)[1]
+    assert max(abs(w) for w in everywhere.values()) > 0.01  # the same model, unrestricted: the left half matters
+
+    overlay = np.asarray(explain.lime_explanation(stand_in, image, region=right_half)[0], dtype=np.float32)
+    original = np.asarray(image, dtype=np.float32)
+    np.testing.assert_allclose(overlay[:, :100], 0.4 * original[:, :100] + 120, atol=1)
+
+
+def test_lime_fit_is_lime_s_weighted_ridge():
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import pairwise_distances
+
+    rng = np.random.RandomState(1)
+    kept = rng.randint(0, 2, (64, 20)).astype(float)
+    kept[0] = 1
+    target = rng.rand(64)
+    distance = pairwise_distances(kept, kept[:1], metric="cosine").ravel()
+    weight = np.sqrt(np.exp(-distance ** 2 / 0.25 ** 2))
+    ridge = Ridge(alpha=1.0).fit(kept, target, sample_weight=weight)
+    coefficients, r2 = explain._lime_fit(kept, target)
+    np.testing.assert_allclose(coefficients, ridge.coef_, atol=1e-10)
+    assert r2 == pytest.approx(ridge.score(kept, target, sample_weight=weight), abs=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------------------

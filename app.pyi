@@ -1,0 +1,619 @@
+"""The Gradio app (the Hugging Face Space): is this face real or generated? Detect, compare, explain, look inside.
+
+    python app.py                      # http://127.0.0.1:7860, on the models of models/models.json
+    python app.py --model xception=runs/xception --model tuned-cnn=runs/tuned-cnn     # on your own runs
+
+Layout (as gradio's `demo/blocks_xray`): thin handlers first — `detect`, `compare`, `explain_lime`,
+`explain_gradcam`, `inside_model`, `video`, `batch`, `model_cards`, each taking the loaded `detectors` first —
+then `build_demo(models)`, one `gr.Blocks` with a tab per feature and an `api_name` on every event. The work
+they call lives in the core (`deepfake_detector`): models load once through `inference.load_detectors`, every
+upload goes through `inputs.read_image`, and a `DataError` anywhere becomes a `gr.Error` with its one sentence,
+never a stack trace. `build_demo` takes any {name: folder}, so tests run the app on tiny models; `app.demo`
+(for `gradio app.py`) is built on first use.
+"""
+
+import argparse
+import functools
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from gradio.data_classes import FileData, GradioModel, GradioRootModel
+
+from deepfake_detector import explain
+from deepfake_detector.examples import read_manifest
+from deepfake_detector.images import DataError
+from deepfake_detector.inference import (BATCH_COLUMNS, agreement, choose, compare_models, default_model,
+                                         load_detectors, main_face, score_faces, score_files, verdict)
+from deepfake_detector.inputs import (BATCH_MAX_FILES, check_files, check_range, check_thresholds, frame_count,
+                                      read_image)
+from deepfake_detector.render import (compare_chart, draw_faces, images_as_files, info_markdown, stack_images,
+                                      write_csv)
+from deepfake_detector.report import per_source_record, percent, probability_text, threshold_text, track_record
+from deepfake_detector.video import (VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_SECONDS, read_video_frames,
+                                     score_video)
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES, EXAMPLE_CLIP = read_manifest(ROOT / "examples")  # held-out test images with their captions (examples.json)
+LIME_SAMPLES = (20, 1000, explain.LIME_SAMPLES)  # slider min, max, default
+VIDEO_SAMPLES = (4, 64, 16)
+# Two requests at a time: the Space has 2 CPU cores and each request uses both. LIME, video and batch also have
+# their own limit of one (concurrency_id), so they cannot starve quick detections.
+QUEUE_OPTIONS = {"default_concurrency_limit": 2, "max_size": 64}
+LAUNCH_OPTIONS = {"theme": gr.themes.Soft(), "max_file_size": "200mb"}  # 200 MB: our own limits say it better
+LICENCE = ("CC BY-NC 4.0 — non-commercial use only: the real training faces are FFHQ (CC BY-NC-SA 4.0), "
+           "the StyleGAN fakes CC BY-NC 4.0, the CIPLab composites research-only")
+logger = logging.getLogger(__name__)
+
+
+def user_errors(function):
+    """A DataError (the user's input, said in one sentence) as the gr.Error the user sees, without a traceback."""
+    @functools.wraps(function)  # gradio reads the signature (parameter names, the gr.Progress default) through this
+    def handler(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except DataError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    return handler
+
+
+def _verdict_text(v, p, thresholds):
+    return f"**{v.upper()}** (P(fake) = {probability_text(p, thresholds)})"
+
+
+def _rule(t):
+    return f"fake if P(fake) ≥ {threshold_text(t['fake'])}, real if ≤ {threshold_text(t['real'])}, uncertain between"
+
+
+def _first_frame_note(image):
+    frames = frame_count(image)
+    return (f"This file holds {frames} frames (an animation or a multi-page image): only the first frame was "
+            "scored. To score every frame, save it as a video and use the Video tab.") if frames > 1 else ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The features, as thin handlers over the core
+
+
+@user_errors
+def detect(detectors, image, model_name, fake_threshold, real_threshold):
+    """Every face in the image scored by one model -> (annotated image, summary markdown, per-face table)."""
+    img = read_image(image)
+    detector = choose(detectors, model_name)
+    s = score_faces(detector, img, check_thresholds(fake_threshold, real_threshold))
+    t = s.thresholds
+    if s.faces[0].whole_image:
+        lines = [f"No face found: the whole image was scored — {_verdict_text(s.verdicts[0], s.p_fake[0], t)}. The "
+                 "models were trained on face crops, so this verdict is less reliable."]
+    elif len(s.faces) == 1:
+        lines = [f"1 face: {_verdict_text(s.verdicts[0], s.p_fake[0], t)}"]
+    else:
+        counts = ", ".join(f"{s.verdicts.count(v)} {v}" for v in ("fake", "real", "uncertain") if v in s.verdicts)
+        lines = [f"{len(s.faces)} faces: {counts}", ""]
+        lines += [f"- face {i}: {_verdict_text(v, p, t)}" for i, (v, p) in enumerate(zip(s.verdicts, s.p_fake), start=1)]
+    lines += ["", f"Model **{detector.name}** · {_rule(t)} · face detection {s.detect_ms:.0f} ms, model "
+              f"{s.model_ms:.0f} ms"]
+    if record := track_record(detector.metrics):
+        default = detector.thresholds
+        lines += ["", record if t == default else record + f" (its defaults are {threshold_text(default['fake'])} "
+                  f"/ {threshold_text(default['real'])}; you moved the sliders, so this does not apply as is)"]
+    if note := _first_frame_note(image):
+        lines += ["", note]
+    table = pd.DataFrame({
+        "face": ["whole image" if f.whole_image else str(i) for i, f in enumerate(s.faces, start=1)],
+        "verdict": s.verdicts,
+        "P(fake)": [probability_text(p, t) for p in s.p_fake],
+        "face found (certainty)": ["–" if f.whole_image else f"{f.confidence:.2f}" for f in s.faces],
+        "where (left, top, right, bottom)": [", ".join(map(str, f.box)) for f in s.faces],
+    }, columns=DETECT_COLUMNS)
+    return draw_faces(img, s.faces, s.p_fake, s.verdicts), "\n".join(lines), table
+
+
+DETECT_COLUMNS = ["face", "verdict", "P(fake)", "face found (certainty)", "where (left, top, right, bottom)"]
+COMPARE_COLUMNS = ["model", "P(fake)", "verdict", "fake if ≥", "real if ≤", "time (ms)"]
+VIDEO_COLUMNS = ["time (s)", "faces", "P(fake)", "verdict"]
+BATCH_TABLE = {"file": "file", "faces": "faces", "p_fake": "P(fake)", "verdict": "verdict", "model": "model",
+               "error": "problem"}  # the CSV keeps its column names; the table on screen says them in words
+
+
+@user_errors
+def compare(detectors, image):
+    """The image's main face through every model -> (summary markdown, chart, table), the most suspicious first."""
+    crop, what = main_face(read_image(image))
+    rows = sorted(compare_models(detectors, crop), key=lambda r: -r["p_fake"])
+    for row in rows:
+        t = detectors[row["model"]].thresholds
+        row.update(p_fake_text=probability_text(row["p_fake"], t), fake_threshold=t["fake"], real_threshold=t["real"])
+    table = pd.DataFrame({
+        "model": [r["model"] for r in rows], "P(fake)": [r["p_fake_text"] for r in rows],
+        "verdict": [r["verdict"] for r in rows], "fake if ≥": [threshold_text(r["fake_threshold"]) for r in rows],
+        "real if ≤": [threshold_text(r["real_threshold"]) for r in rows],
+        "time (ms)": [f"{r['latency_ms']:.0f}" for r in rows]}, columns=COMPARE_COLUMNS)
+    summary = f"{agreement(rows)}\n\nScored {what}; each model uses its own default thresholds (drawn on its bar)."
+    if note := _first_frame_note(image):
+        summary += "\n\n" + note
+    return summary, compare_chart(rows), table
+
+
+@user_errors
+def explain_lime(detectors, image, model_name, num_samples=explain.LIME_SAMPLES, progress=gr.Progress()):
+    """LIME on the main face -> (overlay, markdown). More samples: steadier regions, proportionally slower."""
+    img = read_image(image)
+    detector = choose(detectors, model_name)
+    num_samples = check_range(num_samples, LIME_SAMPLES[0], LIME_SAMPLES[1], "The number of LIME samples")
+    crop, note, region = main_face(img, with_region=True)
+    overlay, info = explain.lime_explanation(detector.classifier, crop, num_samples=num_samples, progress=progress,
+                                             region=region)
+    return overlay, info_markdown(info, note)
+
+
+@user_errors
+def explain_gradcam(detectors, image, model_name):
+    """Grad-CAM (one backward pass) on the main face -> (gallery, markdown). For the ensemble: all members
+    through its combiner, then each member's share."""
+    img = read_image(image)
+    detector = choose(detectors, model_name)
+    crop, note = main_face(img)
+    member_names = [name for name, _ in explain.members(detector.classifier) if name]
+    gallery, infos = [], []
+    for member in [None, *member_names]:
+        heatmap, info = explain.grad_cam(detector.classifier, crop, member=member)
+        # The member first: the gallery cuts long captions, and every caption would start with the model's name.
+        caption = detector.name if not member_names else (
+            f"all members of {detector.name}" if member is None else f"{info['member']} member of {detector.name}")
+        gallery.append((heatmap, caption))
+        infos.append(info)
+    return gallery, "\n\n".join(info_markdown(info, note) for info in infos)
+
+
+@user_errors
+def inside_model(detectors, image, model_name, layer_name):
+    """What one layer sees (its most active feature maps; one block per ensemble member) and where every stage
+    looks -> (two images). `layer_name` is one of explain.LAYER_DEPTHS, valid for every model."""
+    img = read_image(image)
+    detector = choose(detectors, model_name)
+    stages = explain.stages_at_depth(detector.classifier, layer_name)
+    if not stages:
+        raise DataError(f"{detector.name} has no layer {layer_name!r}: pick one of {', '.join(explain.LAYER_DEPTHS)}.")
+    crop, _ = main_face(img)
+    maps = [explain.feature_maps(detector.classifier, crop, stage, top_k=16) for stage in stages]
+    return stack_images(maps), explain.layer_overlay(detector.classifier, crop)
+
+
+@user_errors
+def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progress=gr.Progress()):
+    """Sample frames, find faces, score each -> (summary, P(fake)-over-time data, per-frame table, top frames).
+    See deepfake_detector/video.py for why the clip's score is the mean of its `top_k` most suspicious frames."""
+    detector = choose(detectors, model_name)
+    count = check_range(frames, VIDEO_SAMPLES[0], VIDEO_SAMPLES[1], "The number of frames")
+    top_k = check_range(top_k, 1, count, "Top-k")
+    progress(0.0, desc="Reading the video")
+    v = score_video(detector, read_video_frames(path, count), top_k, progress)
+    t = v.thresholds
+    rows = pd.DataFrame({
+        "time (s)": [f"{time:.1f}" for time in v.times],
+        "faces": [0 if f[0].whole_image else len(f) for f in v.faces],
+        "P(fake)": [probability_text(p, t) for p in v.frame_p_fake],
+        "verdict": v.frame_verdicts,
+    }, columns=VIDEO_COLUMNS)
+    curve = pd.DataFrame({"time (s)": [round(time, 2) for time in v.times], "P(fake)": np.round(v.frame_p_fake, 4)})
+    summary = [f"Clip: {_verdict_text(v.verdict, v.clip_p_fake, t)} — mean P(fake) of the {len(v.worst)} most "
+               f"suspicious of {len(v.times)} sampled frames, model **{detector.name}** ({_rule(t)})."]
+    if record := track_record(detector.metrics):
+        summary.append(record + " (on single images; a clip's top-frames score runs higher)")
+    if v.frames_without_face:
+        summary.append(f"No face found in {v.frames_without_face} frame(s): those were scored as whole frames.")
+    gallery = []
+    for i in sorted(v.worst):
+        verdicts = [verdict(p, t) for p in v.face_p_fake[i]]
+        annotated = draw_faces(v.frames[i], v.faces[i], v.face_p_fake[i], verdicts, max_side=640)
+        gallery.append((annotated, f"{v.times[i]:.1f} s · P(fake) {probability_text(v.frame_p_fake[i], t)}"))
+    return "\n\n".join(summary), curve, rows, gallery
+
+
+@user_errors
+def batch(detectors, files, model_name, progress=gr.Progress()):
+    """Many images -> (summary, table, CSV path). A bad file gets its error in its row; the rest are scored."""
+    detector = choose(detectors, model_name)
+    rows = score_files(detector, progress.tqdm(check_files(files), desc="Scoring"))
+    table = pd.DataFrame(rows, columns=BATCH_COLUMNS)
+    counts = table["verdict"].value_counts()
+    summary = ", ".join(f"{counts[v]} {v}" for v in ("fake", "real", "uncertain") if v in counts)
+    errors = int((table["error"] != "").sum())
+    summary = (f"{len(rows)} files with **{detector.name}**: {summary or 'none scored'}"
+               + (f"; {errors} could not be read (see the problem column)." if errors else "."))
+    shown = table.rename(columns=BATCH_TABLE)
+    shown["P(fake)"] = [probability_text(p, detector.thresholds) if p != "" else "" for p in table["p_fake"]]
+    return summary, shown, write_csv(rows, BATCH_COLUMNS)
+
+
+def _section(markdown, title):
+    """The body of the `## title` section of a markdown document ('' when absent)."""
+    match = re.search(rf"^## {re.escape(title)}\s*$(.*?)(?=^## |\Z)", markdown, flags=re.MULTILINE | re.DOTALL)
+    return match.group(1).strip() if match else ""
+
+
+def _number(value, digits=3):
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+
+
+def _share(value):
+    return percent(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+
+
+SOURCES = {"hub": "the Hugging Face Hub", "cache": "a local copy of the Hub model", "embedded": "the copy shipped with this app",
+           "local folder": "a model folder given at start-up"}
+
+
+def model_cards(detectors):
+    """The models side by side (figures from each folder's metrics.json), accuracy per data set, limitations
+    once (the text every card shares, then what one card adds), and links to the Hub model pages."""
+    names = list(detectors)
+    lines = [f"Licence of every model: {LICENCE}. A score is a probability, not proof: keep a person in the loop.", "",
+             "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def row(label, values):
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+    ds = list(detectors.values())
+    tests = [d.metrics.get("test") or {} for d in ds]
+    overall = [(d.metrics.get("verdicts") or {}).get("overall") or {} for d in ds]
+    row("Model page", [f"[{d.repo_id}](https://huggingface.co/{d.repo_id})" if d.repo_id else "not on the Hub"
+                       for d in ds])
+    row("Loaded from", [SOURCES.get(d.source, d.source) for d in ds])
+    row("Architecture", [f"{d.metrics.get('architecture', '–')}, {d.metrics.get('image_size', '–')} px input"
+                         for d in ds])
+    row("Test accuracy / ROC-AUC", [f"{_number(t.get('accuracy'))} / {_number(t.get('auc'))} on {t.get('n', '–')} images"
+                                    for t in tests])
+    row("Verdict thresholds", [_rule(d.thresholds) for d in ds])
+    row("Said uncertain (test)", [_share(o.get("uncertain_share")) for o in overall])
+    row("Right when not uncertain (test)", [_share(o.get("committed_accuracy")) for o in overall])
+    row("Calibration error after temperature scaling", [_number(t.get("ece_after")) for t in tests])
+    row("Trained on", [", ".join((d.metrics.get("data") or {}).get("datasets") or []) or "not recorded" for d in ds])
+    row("CPU time per image", [f"{_number((d.metrics.get('inference') or {}).get('cpu_ms_per_image'), 1)} ms"
+                               for d in ds])
+
+    sources = sorted({s for d in ds for s in (d.metrics.get("per_source") or {})})
+    if sources:
+        lines += ["", "### Per source", "", "Test accuracy on each data set (said uncertain / right when not, where "
+                  "recorded).", "", "| data set | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for source in sources:
+            cells = []
+            for d in ds:
+                acc = ((d.metrics.get("per_source") or {}).get(source) or {}).get("accuracy")
+                record = {s: (u, c) for s, u, c, _ in per_source_record(d.metrics)}.get(source)
+                extra = f" ({_share(record[0])} / {_share(record[1])})" if record else ""
+                cells.append(_number(acc) + extra)
+            lines.append(f"| {source} | " + " | ".join(cells) + " |")
+
+    limitations = {d.name: _section(d.card, "Limitations") or _card_limitations(d.metrics) for d in ds}
+    shared = _common_paragraphs(list(limitations.values()))
+    lines += ["", "### Limitations", "", *shared]
+    for name, text in limitations.items():
+        own = [p for p in _paragraphs(text) if p not in shared]
+        if own:
+            lines += ["", f"**{name} only:**", "", *own]
+    return "\n".join(lines)
+
+
+def _card_limitations(metrics):
+    """The Limitations a model card would have, for a folder without a README (hub/ is not on the Space)."""
+    try:
+        from hub.card import model_card
+    except ImportError:
+        return ""
+    return _section(model_card(metrics), "Limitations")
+
+
+def _paragraphs(text):
+    return [p.strip() for p in re.split(r"\n\s*\n", text or "") if p.strip()]
+
+
+def _common_paragraphs(texts):
+    """The paragraphs every text holds, in the first text's order."""
+    first, *rest = [_paragraphs(t) for t in texts] or [[]]
+    return [p for p in first if all(p in other for other in rest)]
+
+
+def event(function, detectors):
+    """`function` with the detectors bound, as a gradio event handler: output images go out as files."""
+    bound = functools.partial(function, detectors)
+
+    @functools.wraps(bound)  # gradio reads the signature (parameter names, the gr.Progress default) through this
+    def handler(*args, **kwargs):
+        return images_as_files(bound(*args, **kwargs))
+
+    return handler
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The layout
+
+
+HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probability that a face is fake. At "
+               "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
+               "between them **uncertain**. The defaults come from each model's validation set: each verdict was "
+               "right at least 85 % of the time there, or as often as a weaker model manages (its card says how "
+               "often; the summary gives its record). A face detector finds the faces, each cropped with a margin like the "
+               "training images; with no face the whole image is scored, less reliably. Each model knows only the "
+               "kinds of fake it was trained on (the Models tab lists them): expect poor scores on other fakes.")
+HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
+             f"{VIDEO_MAX_FRAMES} frames). Each frame scores as its most suspicious face. **Clip verdict = mean "
+             "P(fake) of the top-k most suspicious frames**: a fake may show in a few frames only, which an "
+             "average over all frames would wash out, while the single worst frame alone is noisy. The "
+             "thresholds are the image ones; taking the top frames pushes the score up, so read a *fake* clip "
+             "verdict near the threshold with care.")
+def how_lime():
+    """The LIME help, with the time bench/bench_explain.py measured for the default (bench/lime_timing.json)."""
+    timing = read_json(ROOT / "bench" / "lime_timing.json")
+    measured = (f"{LIME_SAMPLES[2]} samples (the default) took {timing['p50_s']:.1f} s (median; {timing['p95_s']:.1f} s "
+                f"at worst of {timing['runs']}) for the {timing['model']} on {timing['machine']}"
+                if timing.get("samples") == LIME_SAMPLES[2] and {"p50_s", "p95_s", "runs", "model", "machine"} <= set(timing)
+                else f"{LIME_SAMPLES[2]} samples (the default) have not been timed on this machine yet")
+    return (f"**Samples trade time for steadiness**: each is one pass through the model, so time grows with the "
+            f"count: {measured}. Fewer give a rougher picture.")
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+class _VideoAndSubtitles(GradioModel):
+    video: FileData
+    subtitles: FileData | None = None
+
+
+class _ClipPayload(GradioRootModel):
+    root: FileData | _VideoAndSubtitles
+
+from gradio.events import Dependency
+
+class ClipInput(gr.Video):
+    """gr.Video that also takes its {"video": file, "subtitles": ...} form from API callers. gradio 6 validates
+    a Video input as a bare file and answers that form with a pydantic error; `view_api` now lists both forms."""
+    data_model = _ClipPayload
+
+    def get_block_name(self):
+        return "video"  # the browser draws it with gradio's own video component
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        payload = payload.root if isinstance(payload, _ClipPayload) else payload
+        return super().preprocess(payload.video if isinstance(payload, _VideoAndSubtitles) else payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def image_input(label="Photo with a face"):
+    return gr.Image(label=label, type="filepath", sources=["upload", "clipboard", "webcam"], height=320)
+
+
+def about_example():
+    return gr.Textbox(label="About this example", interactive=False, lines=1, max_lines=3,
+                      placeholder="Click an example below: its truth and source appear here.")
+
+
+def examples_for(image, caption):
+    """The examples, each with its caption (truth · what it is · source); clicking one fills both. An upload of
+    the user's own clears the caption (it describes the example, not their photo)."""
+    if EXAMPLES:
+        gr.Examples(examples=[[e.path, e.caption] for e in EXAMPLES], inputs=[image, caption], cache_examples=False,
+                    label="Examples: held-out test images (truth · what it is · source)", examples_per_page=10)
+    image.upload(lambda: "", None, caption, api_visibility="private", queue=False)
+
+
+def model_picker(detectors, label="Model"):
+    return gr.Dropdown(choices=list(detectors), value=default_model(detectors), label=label)
+
+
+def table(label, columns):
+    """A read-only table that shows its column names before the first result (not "1 2 3")."""
+    return gr.Dataframe(value=pd.DataFrame(columns=columns), headers=columns, label=label, interactive=False,
+                        wrap=True)
+
+
+def build_demo(models, *, repo_ids=None, load="now"):
+    """The app for {name: model folder or ResolvedModel}; pass `repo_ids` {name: Hub id} for the Hub links.
+    load: "now" loads every model first (tests), "background" serves the page at once and loads them behind it."""
+    detectors = load_detectors(models, repo_ids, load=load)
+    if not detectors:
+        raise ValueError("build_demo needs at least one model")
+    # Events that take an image skip gradio's preprocessing: gr.Image would open the upload with PIL itself
+    # and answer a non-image, empty or corrupt file with a bare "Error"; `read_image` says what is wrong.
+    raw = {"preprocess": False}
+    start = default_model(detectors)
+    # delete_cache: the files gradio keeps of uploads and answers go after an hour (checked every 10 minutes).
+    with gr.Blocks(title="Deepfake face detector", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(f"# Is this face real or generated?\n{len(detectors)} detectors trained on face photos and "
+                    "fakes — with their reasons. A score is a probability, not proof.")
+
+        with gr.Tab("Detect"):
+            with gr.Row():
+                with gr.Column():
+                    image = image_input()
+                    caption = about_example()
+                    model = model_picker(detectors)
+                    t = detectors[start].thresholds
+                    fake_t = gr.Slider(0, 1, value=t["fake"], step=0.01,
+                                       label="Fake threshold: P(fake) ≥ this → fake")
+                    real_t = gr.Slider(0, 1, value=t["real"], step=0.01,
+                                       label="Real threshold: P(fake) ≤ this → real")
+                    run = gr.Button("Detect", variant="primary")
+                    examples_for(image, caption)
+                with gr.Column():
+                    annotated = gr.Image(label="Faces and verdicts", type="filepath")
+                    summary = gr.Markdown(elem_id="detect-summary")
+                    faces = table("Per face", DETECT_COLUMNS)
+            gr.Markdown(HOW_VERDICT)
+            model.change(event(model_thresholds, detectors), [model], [fake_t, real_t], api_name="thresholds")
+            run.click(event(detect, detectors), [image, model, fake_t, real_t], [annotated, summary, faces],
+                      api_name="detect", **raw)
+
+        with gr.Tab("Compare"):
+            with gr.Row():
+                with gr.Column():
+                    image = image_input()
+                    caption = about_example()
+                    run = gr.Button("Compare all models", variant="primary")
+                    examples_for(image, caption)
+                with gr.Column():
+                    summary = gr.Markdown(elem_id="compare-summary")
+                    chart = gr.Image(label="P(fake) per model, most suspicious first", type="filepath")
+                    models_table = table("Models", COMPARE_COLUMNS)
+            run.click(event(compare, detectors), [image], [summary, chart, models_table], api_name="compare", **raw)
+
+        with gr.Tab("Explain"):
+            with gr.Row():
+                with gr.Column():
+                    image = image_input()
+                    caption = about_example()
+                    model = model_picker(detectors)
+                    samples = gr.Slider(*LIME_SAMPLES[:2], value=LIME_SAMPLES[2], step=1, label="LIME samples",
+                                        info="More: steadier explanation, proportionally slower.")
+                    with gr.Row():
+                        run_lime = gr.Button("LIME", variant="primary")
+                        run_cam = gr.Button("Grad-CAM")
+                    examples_for(image, caption)
+                with gr.Column():
+                    lime_image = gr.Image(label="LIME (the face only)", type="filepath")
+                    lime_info = gr.Markdown(elem_id="lime-info")
+                    gr.Markdown(how_lime() + "\n\n" + explain.HOW_TO_READ["lime"])
+                with gr.Column():
+                    cam_images = gr.Gallery(label="Grad-CAM", columns=3, height=320, object_fit="contain")
+                    cam_info = gr.Markdown(elem_id="cam-info")
+                    gr.Markdown(explain.HOW_TO_READ["grad_cam"])
+            run_lime.click(event(explain_lime, detectors), [image, model, samples], [lime_image, lime_info],
+                           api_name="explain_lime", concurrency_limit=1, concurrency_id="lime", **raw)
+            run_cam.click(event(explain_gradcam, detectors), [image, model], [cam_images, cam_info],
+                          api_name="explain_gradcam", **raw)
+
+        with gr.Tab("Inside the model"):
+            with gr.Row():
+                with gr.Column():
+                    image = image_input()
+                    caption = about_example()
+                    model = model_picker(detectors)
+                    layer = gr.Dropdown(choices=list(explain.LAYER_DEPTHS), value=explain.LAYER_DEPTHS[2],
+                                        label="Layer (for an ensemble: that layer of each member)")
+                    run = gr.Button("Look inside", variant="primary")
+                    examples_for(image, caption)
+                with gr.Column():
+                    # The images carry their own captions (model, member, layer): no label badge over them.
+                    gr.Markdown("**Most active feature maps of the layer**")
+                    maps = gr.Image(show_label=False, type="filepath", elem_id="feature-maps")
+                    gr.Markdown(explain.HOW_TO_READ["feature_maps"])
+                    gr.Markdown("**Where each stage looks, overlaid on the face**")
+                    overlay = gr.Image(show_label=False, type="filepath")
+            run.click(event(inside_model, detectors), [image, model, layer], [maps, overlay], api_name="inside_model",
+                      **raw)
+
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column():
+                    clip = ClipInput(label=f"Short clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB)",
+                                    sources=["upload"], height=280)
+                    caption = about_example()
+                    model = model_picker(detectors)
+                    frames = gr.Slider(*VIDEO_SAMPLES[:2], value=VIDEO_SAMPLES[2], step=1, label="Frames to sample")
+                    top_k = gr.Slider(1, VIDEO_SAMPLES[1], value=3, step=1, label="Top-k suspicious frames averaged")
+                    run = gr.Button("Analyse video", variant="primary")
+                    if EXAMPLE_CLIP:
+                        gr.Examples(examples=[[EXAMPLE_CLIP.path, EXAMPLE_CLIP.caption]], inputs=[clip, caption],
+                                    cache_examples=False, label="Example clip")
+                    clip.upload(lambda: "", None, caption, api_visibility="private", queue=False)
+                with gr.Column():
+                    summary = gr.Markdown(elem_id="video-summary")
+                    plot = gr.LinePlot(x="time (s)", y="P(fake)", y_lim=[0, 1], label="P(fake) over time")
+                    suspicious = gr.Gallery(label="Most suspicious frames", columns=3, height=240, object_fit="contain")
+                    frames_table = table("Frames", VIDEO_COLUMNS)
+            gr.Markdown(HOW_VIDEO)
+            run.click(event(video, detectors), [clip, model, frames, top_k], [summary, plot, frames_table, suspicious],
+                      api_name="video", concurrency_limit=1, concurrency_id="heavy")
+
+        with gr.Tab("Batch"):
+            with gr.Row():
+                with gr.Column():
+                    files = gr.File(label=f"Images (up to {BATCH_MAX_FILES})", file_count="multiple", type="filepath")
+                    model = model_picker(detectors)
+                    run = gr.Button("Score all", variant="primary")
+                with gr.Column():
+                    summary = gr.Markdown(elem_id="batch-summary")
+                    download = gr.File(label="Download the verdicts (CSV)")
+            verdicts = table("Verdicts (each model's default thresholds)", list(BATCH_TABLE.values()))
+            run.click(event(batch, detectors), [files, model], [summary, verdicts, download], api_name="batch",
+                      concurrency_limit=1, concurrency_id="heavy")
+
+        with gr.Tab("Models"):
+            cards = gr.Markdown(model_cards(detectors), elem_id="model-cards")
+        demo.load(event(model_cards, detectors), None, [cards], api_name="model_cards")
+    return demo
+
+
+@user_errors
+def model_thresholds(detectors, model_name):
+    """The Detect sliders' defaults for a model: its (fake, real) thresholds."""
+    t = choose(detectors, model_name).thresholds
+    return t["fake"], t["real"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running it
+
+
+def shipped_models():
+    """({name: ResolvedModel}, {name: Hub id}) for the models of models/models.json: Hub, else cache, else models/."""
+    from deepfake_detector.registry import load_models, read_config
+
+    return load_models(), {entry.name: entry.repo_id for entry in read_config() if entry.repo_id}
+
+
+def __getattr__(name):
+    # `gradio app.py` (reload mode) looks for `demo`; importing app.py in tests must not load the shipped models.
+    if name == "demo":
+        models, repo_ids = shipped_models()
+        globals()["demo"] = build_demo(models, repo_ids=repo_ids, load="background").queue(**QUEUE_OPTIONS)
+        return globals()["demo"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", metavar="NAME=FOLDER",
+                        help="Serve this model folder (repeat for several); default: the models of models/models.json")
+    parser.add_argument("--host", help="Address to listen on (default 127.0.0.1; Spaces set 0.0.0.0 themselves)")
+    parser.add_argument("--port", type=int, help="Port (default 7860, or the next free one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.model:
+        if not all("=" in spec for spec in args.model):
+            parser.error("--model takes NAME=FOLDER, e.g. --model xception=runs/xception")
+        models, repo_ids = dict(spec.split("=", 1) for spec in args.model), {}
+    else:
+        models, repo_ids = shipped_models()
+    if not models:
+        from deepfake_detector.registry import read_config
+
+        names = ", ".join(entry.name for entry in read_config())
+        sys.exit(f"No model found: models/models.json lists {names}, but none resolved from the Hub, the local cache "
+                 "or models/. Connect to the Hub, copy trained model folders into models/, or pass "
+                 "--model NAME=FOLDER (e.g. --model xception=runs/xception).")
+    demo = build_demo(models, repo_ids=repo_ids, load="background").queue(**QUEUE_OPTIONS)
+    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_OPTIONS)
+
+
+if __name__ == "__main__":
+    main()
