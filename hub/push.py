@@ -34,7 +34,9 @@ IGNORE_PATTERNS = ["checkpoints/*", "*/checkpoints/*", "__pycache__/*", "*/__pyc
                    "*.pyc", "*.tmp", ".DS_Store", "*/.DS_Store"]
 # The Space (upload_folder's allow_patterns): the app, the core it stands on and the shipped models; never train/
 # or hub/ (the app imports neither: tests/test_layers.py checks it) and no other top-level module.
-SPACE_PATTERNS = ["app.py", "README.md", "requirements.txt", "packages.txt", "deepfake_detector/*", "models/*"]
+# What the Space runs on: the app, the core, the models, the examples it shows and the LIME time its help quotes.
+SPACE_PATTERNS = ["app.py", "README.md", "requirements.txt", "packages.txt", "deepfake_detector/*", "models/*",
+                  "examples/*", "bench/lime_timing.json"]
 ASCII_REPO_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 

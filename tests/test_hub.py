@@ -421,7 +421,8 @@ def _fake_project(root: Path) -> None:
              "models/xception/config.json", "models/xception/model.safetensors",
              "models/xception/checkpoints/last.pt", "models/xception/model.safetensors.partial",
              "models/ensemble.partial/config.json",
-             "tests/test_app.py", "runs/xception/metrics.json", "bench/speed.py", ".ci/run.sh", ".git/HEAD",
+             "tests/test_app.py", "runs/xception/metrics.json", "bench/speed.py", "bench/lime_timing.json",
+             "examples/real-studio.jpg", "examples/examples.json", ".ci/run.sh", ".git/HEAD",
              ".github/workflows/ci.yml"]
     for name in files:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -434,8 +435,9 @@ def _fake_project(root: Path) -> None:
 def test_space_files_is_exactly_what_the_space_needs(tmp_path):
     _fake_project(tmp_path)
     assert space_files(tmp_path) == [
-        "README.md", "app.py", "deepfake_detector/__init__.py", "deepfake_detector/faces.py", "models/models.json",
-        "models/xception/config.json", "models/xception/model.safetensors", "requirements.txt"]
+        "README.md", "app.py", "bench/lime_timing.json", "deepfake_detector/__init__.py", "deepfake_detector/faces.py",
+        "examples/examples.json", "examples/real-studio.jpg", "models/models.json", "models/xception/config.json",
+        "models/xception/model.safetensors", "requirements.txt"]
 
 
 def test_push_space_uploads_space_files_with_a_fresh_header(local_hub, hub_repo_id, tmp_path, capsys):
