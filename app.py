@@ -245,10 +245,10 @@ def event(function, detectors):
 
 HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probability that a face is fake. At "
                "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
-               "between them **uncertain**. The defaults come from each model's validation set: each verdict was "
-               "right at least 85 % of the time there, or as often as a weaker model manages (its card says how "
-               "often; the summary gives its record). A face detector finds the faces, each cropped with a margin "
-               "like the training images; with no face the whole image is scored, less reliably. Each model knows "
+               "between them **uncertain**. The defaults come from each model's validation set, where they were "
+               "chosen so that its fake and real verdicts were right at a target rate (95 % for the retrained "
+               "models), or as often as a weaker model manages; the summary gives its record. A face detector "
+               "finds the faces, each cropped with a margin like the training images; with no face the whole image is scored, less reliably. Each model knows "
                "only the kinds of fake it was trained on (the Models tab lists them): expect poor scores on other fakes.")
 HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
              f"{VIDEO_MAX_FRAMES} frames). Each frame scores as its most suspicious face. **Clip verdict = mean "
