@@ -146,6 +146,8 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
     if metrics.get("pretrained"):
         base = metrics.get("base_model")
         origin = f" It was fine-tuned from `{base}`" if base else " It was fine-tuned"
+        if metrics.get("init_from"):
+            origin += f" (continuing the run saved in `{metrics['init_from']}`)"
     elif "pretrained" in metrics:
         origin = " It was trained from scratch"
     else:

@@ -102,8 +102,9 @@ def scaled_args(name, width):
 
 
 def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, width=1.0, members=None, combine="logits",
-                 flip_tta=False, drop_rate=None):
-    """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids)."""
+                 flip_tta=False, drop_rate=None, init_from=None):
+    """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids);
+    `init_from` starts a model from a trained folder of the same kind and width instead."""
     if name == ENSEMBLE:
         if pretrained:
             raise DataError("--pretrained does not apply to the ensemble: its members bring their own weights.")
@@ -126,6 +127,15 @@ def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, widt
         missing, unexpected = model.load_state_dict(backbone, strict=False)
         if unexpected or sorted(missing) != [f"{classifier}.bias", f"{classifier}.weight"]:
             raise RuntimeError(f"{spec.architecture}: converted weights do not fit ({missing=}, {unexpected=})")
+    if init_from:
+        trained = load_timm_member(init_from)
+        try:
+            if trained.model_name != name:
+                raise RuntimeError(f"it is {trained.model_name}")
+            model.load_state_dict(trained.state_dict())
+        except RuntimeError as e:
+            raise DataError(f"--init-from {init_from} does not fit a {name} at --width {width} "
+                            f"({str(e).splitlines()[0]}): pick a folder trained with the same --model and --width.") from None
     # Keep timm's pretrained_cfg keys (first_conv, classifier, …) but our preprocessing.
     model.pretrained_cfg = {
         **{k: v for k, v in model.pretrained_cfg.items() if k in ("architecture", "first_conv", "classifier")},

@@ -111,6 +111,31 @@ def test_resume_gives_the_same_result_as_not_stopping(data, tmp_path):
     assert [r["train_loss"] for r in history[0]] == [r["train_loss"] for r in history[1]]
 
 
+def test_init_from_continues_a_trained_model_at_another_input_size(runs, data, tmp_path):
+    # --init-from starts from the trained weights, not from scratch: at 0 epochs' worth of learning rate the
+    # continued model is the trained one, read at the new input size.
+    output = str(tmp_path / "continued")
+    argv = ["--data", *data, "--model", "xception", "--init-from", runs["xception"], "--epochs", "1",
+            "--learning-rate", "0", "--output", output, "--width", "0.25", "--image-size", "56", "--batch-size", "8",
+            "--num-workers", "0", "--crop-pct", "0.75"]
+    assert main(argv) == 0
+    start, continued = (load_file(os.path.join(f, "model.safetensors")) for f in (runs["xception"], output))
+    classifier = {k for k in start if k.startswith("head.fc.")}
+    assert classifier  # the classifier is rescaled by the new run's own calibration temperature; the rest is equal
+    for key in set(start) - classifier:
+        if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            torch.testing.assert_close(start[key], continued[key], msg=key)
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["init_from"] == runs["xception"] and metrics["image_size"] == 56
+
+
+def test_init_from_another_kind_of_model_is_one_clear_line(capsys, runs, data, tmp_path):
+    code, line = _error(capsys, ["--data", *data, "--model", "tuned-cnn", "--init-from", runs["xception"],
+                                 "--output", str(tmp_path / "o"), *TINY])
+    assert code == 2 and "does not fit a tuned-cnn" in line and "same --model and --width" in line
+    assert not os.path.exists(tmp_path / "o")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Bad input: one clear line, exit code 2, nothing written
 
@@ -298,6 +323,7 @@ def test_a_run_on_a_hub_dataset_cannot_be_rescored_from_its_splits(tmp_path):
     (["--model", "tuned-cnn", "--crop-pct", "1.5"], "--crop-pct takes a share of the image between 0 and 1"),
     (["--model", "tuned-cnn", "--augment-self-blend", "-1"], "--augment-self-blend takes a share of the real images"),
     (["--model", "tuned-cnn", "--mixup", "-0.2"], "--mixup and --cutmix take a Beta-distribution alpha"),
+    (["--model", "tuned-cnn", "--init-from", "a", "--pretrained"], "--init-from brings its own weights"),
 ])
 def test_option_misuse_is_one_clear_line(capsys, tmp_path, flags, message):
     code, line = _error(capsys, ["--data", str(tmp_path), *flags, "--output", str(tmp_path / "o")])

