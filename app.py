@@ -7,9 +7,9 @@ Layout (as gradio's `demo/blocks_xray`): thin handlers first — `detect`, `comp
 `explain_gradcam`, `inside_model`, `video`, `batch`, `model_cards`, each taking the loaded `detectors` first —
 then `build_demo(models)`, one `gr.Blocks` with a tab per feature and an `api_name` on every event. The work
 they call lives in the core (`deepfake_detector`): models load once through `inference.load_detectors`, every
-upload goes through `inputs.read_image`, and a `DataError` anywhere becomes a `gr.Error` with its one sentence,
-never a stack trace. `build_demo` takes any {name: folder}, so tests run the app on tiny models; `app.demo`
-(for `gradio app.py`) is built on first use.
+upload goes through `inputs.read_image`, summaries, tables and help texts come from `report`, and a `DataError`
+anywhere becomes a `gr.Error` with its one sentence, never a stack trace. `build_demo` takes any {name: folder},
+so tests run the app on tiny models; `app.demo` (for `gradio app.py`) is built on first use.
 """
 
 import argparse
@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 from gradio.data_classes import FileData, GradioModel, GradioRootModel
 
@@ -27,17 +26,16 @@ from deepfake_detector import explain
 from deepfake_detector.card import models_markdown
 from deepfake_detector.examples import read_manifest
 from deepfake_detector.images import DataError
-from deepfake_detector.inference import (BATCH_COLUMNS, agreement, choose, compare_models, default_model,
-                                         load_detectors, load_in_background, main_face, score_faces, score_files,
-                                         verdict)
+from deepfake_detector.inference import (BATCH_COLUMNS, choose, compare_models, default_model, load_detectors,
+                                         load_in_background, main_face, score_faces, score_files)
 from deepfake_detector.inputs import (BATCH_MAX_FILES, check_files, check_range, check_thresholds, frame_count,
                                       read_image)
-from deepfake_detector.render import (compare_chart, draw_faces, images_as_files, info_markdown, stack_images,
-                                      write_csv)
-from deepfake_detector.report import (first_frame_note, lime_help, probability_text, rule_text, threshold_text,
-                                      track_record, verdict_text)
-from deepfake_detector.video import (VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_SECONDS, read_video_frames,
-                                     score_video)
+from deepfake_detector.render import (compare_chart, draw_scored, images_as_files, info_markdown, stack_images,
+                                      suspicious_frames, write_csv)
+from deepfake_detector.report import (BATCH_TABLE, COMPARE_COLUMNS, DETECT_COLUMNS, HOW_VERDICT, HOW_VIDEO,
+                                      VIDEO_COLUMNS, batch_summary, compare_summary, detect_summary, lime_help,
+                                      video_summary)
+from deepfake_detector.video import VIDEO_MAX_MB, VIDEO_MAX_SECONDS, read_video_frames, score_video
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES, EXAMPLE_CLIP = read_manifest(ROOT / "examples")  # held-out test images with their captions (examples.json)
@@ -73,58 +71,15 @@ def detect(detectors, image, model_name, fake_threshold, real_threshold):
     img = read_image(image)
     detector = choose(detectors, model_name)
     s = score_faces(detector, img, check_thresholds(fake_threshold, real_threshold))
-    t = s.thresholds
-    if s.faces[0].whole_image:
-        lines = [f"No face found: the whole image was scored — {verdict_text(s.verdicts[0], s.p_fake[0], t)}. The "
-                 "models were trained on face crops, so this verdict is less reliable."]
-    elif len(s.faces) == 1:
-        lines = [f"1 face: {verdict_text(s.verdicts[0], s.p_fake[0], t)}"]
-    else:
-        counts = ", ".join(f"{s.verdicts.count(v)} {v}" for v in ("fake", "real", "uncertain") if v in s.verdicts)
-        lines = [f"{len(s.faces)} faces: {counts}", ""]
-        lines += [f"- face {i}: {verdict_text(v, p, t)}" for i, (v, p) in enumerate(zip(s.verdicts, s.p_fake), start=1)]
-    lines += ["", f"Model **{detector.name}** · {rule_text(t)} · face detection {s.detect_ms:.0f} ms, model "
-              f"{s.model_ms:.0f} ms"]
-    if record := track_record(detector.metrics):
-        default = detector.thresholds
-        lines += ["", record if t == default else record + f" (its defaults are {threshold_text(default['fake'])} "
-                  f"/ {threshold_text(default['real'])}; you moved the sliders, so this does not apply as is)"]
-    if note := first_frame_note(frame_count(image)):
-        lines += ["", note]
-    table = pd.DataFrame({
-        "face": ["whole image" if f.whole_image else str(i) for i, f in enumerate(s.faces, start=1)],
-        "verdict": s.verdicts,
-        "P(fake)": [probability_text(p, t) for p in s.p_fake],
-        "face found (certainty)": ["–" if f.whole_image else f"{f.confidence:.2f}" for f in s.faces],
-        "where (left, top, right, bottom)": [", ".join(map(str, f.box)) for f in s.faces],
-    }, columns=DETECT_COLUMNS)
-    shown = [probability_text(p, t) for p in s.p_fake]
-    return draw_faces(img, s.faces, shown, s.verdicts), "\n".join(lines), table
-
-
-DETECT_COLUMNS = ["face", "verdict", "P(fake)", "face found (certainty)", "where (left, top, right, bottom)"]
-COMPARE_COLUMNS = ["model", "P(fake)", "verdict", "fake if ≥", "real if ≤", "time (ms)"]
-VIDEO_COLUMNS = ["time (s)", "faces", "P(fake)", "verdict"]
-BATCH_TABLE = {"file": "file", "faces": "faces", "p_fake": "P(fake)", "verdict": "verdict", "model": "model",
-               "error": "problem"}  # the CSV keeps its column names; the table on screen says them in words
+    summary, table = detect_summary(s, detector, frame_count(image))
+    return draw_scored(img, s.faces, s.p_fake, s.thresholds), summary, table
 
 
 @user_errors
 def compare(detectors, image):
     """The image's main face through every model -> (summary markdown, chart, table), the most suspicious first."""
     crop, what = main_face(read_image(image))
-    rows = sorted(compare_models(detectors, crop), key=lambda r: -r["p_fake"])
-    for row in rows:
-        t = detectors[row["model"]].thresholds
-        row.update(p_fake_text=probability_text(row["p_fake"], t), fake_threshold=t["fake"], real_threshold=t["real"])
-    table = pd.DataFrame({
-        "model": [r["model"] for r in rows], "P(fake)": [r["p_fake_text"] for r in rows],
-        "verdict": [r["verdict"] for r in rows], "fake if ≥": [threshold_text(r["fake_threshold"]) for r in rows],
-        "real if ≤": [threshold_text(r["real_threshold"]) for r in rows],
-        "time (ms)": [f"{r['latency_ms']:.0f}" for r in rows]}, columns=COMPARE_COLUMNS)
-    summary = f"{agreement(rows)}\n\nScored {what}; each model uses its own default thresholds (drawn on its bar)."
-    if note := first_frame_note(frame_count(image)):
-        summary += "\n\n" + note
+    summary, rows, table = compare_summary(compare_models(detectors, crop), detectors, what, frame_count(image))
     return summary, compare_chart(rows), table
 
 
@@ -147,15 +102,7 @@ def explain_gradcam(detectors, image, model_name):
     img = read_image(image)
     detector = choose(detectors, model_name)
     crop, note = main_face(img)
-    member_names = [name for name, _ in explain.members(detector.classifier) if name]
-    gallery, infos = [], []
-    for member in [None, *member_names]:
-        heatmap, info = explain.grad_cam(detector.classifier, crop, member=member)
-        # The member first: the gallery cuts long captions, and every caption would start with the model's name.
-        caption = detector.name if not member_names else (
-            f"all members of {detector.name}" if member is None else f"{info['member']} member of {detector.name}")
-        gallery.append((heatmap, caption))
-        infos.append(info)
+    gallery, infos = explain.grad_cam_gallery(detector.classifier, crop, detector.name)
     return gallery, "\n\n".join(info_markdown(info, note) for info in infos)
 
 
@@ -165,11 +112,8 @@ def inside_model(detectors, image, model_name, layer_name):
     looks -> (two images). `layer_name` is one of explain.LAYER_DEPTHS, valid for every model."""
     img = read_image(image)
     detector = choose(detectors, model_name)
-    stages = explain.stages_at_depth(detector.classifier, layer_name)
-    if not stages:
-        raise DataError(f"{detector.name} has no layer {layer_name!r}: pick one of {', '.join(explain.LAYER_DEPTHS)}.")
     crop, _ = main_face(img)
-    maps = [explain.feature_maps(detector.classifier, crop, stage, top_k=16) for stage in stages]
+    maps = explain.feature_maps_at_depth(detector.classifier, crop, layer_name, name=detector.name)
     return stack_images(maps), explain.layer_overlay(detector.classifier, crop)
 
 
@@ -182,29 +126,7 @@ def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progres
     top_k = check_range(top_k, 1, count, "Top-k")
     progress(0.0, desc="Reading the video")
     v = score_video(detector, read_video_frames(path, count), top_k, progress)
-    t = v.thresholds
-    rows = pd.DataFrame({
-        "time (s)": [f"{time:.1f}" for time in v.times],
-        "faces": [0 if f[0].whole_image else len(f) for f in v.faces],
-        "P(fake)": [probability_text(p, t) for p in v.frame_p_fake],
-        "verdict": v.frame_verdicts,
-    }, columns=VIDEO_COLUMNS)
-    # Plain field names for the chart (the browser's plotting library reads "(" in a field name as syntax).
-    curve = pd.DataFrame({"seconds": [round(time, 2) for time in v.times],
-                          "fake_probability": np.round(v.frame_p_fake, 4)})
-    summary = [f"Clip: {verdict_text(v.verdict, v.clip_p_fake, t)} — mean P(fake) of the {len(v.worst)} most "
-               f"suspicious of {len(v.times)} sampled frames, model **{detector.name}** ({rule_text(t)})."]
-    if record := track_record(detector.metrics):
-        summary.append(record + " (on single images; a clip's top-frames score runs higher)")
-    if v.frames_without_face:
-        summary.append(f"No face found in {v.frames_without_face} frame(s): those were scored as whole frames.")
-    gallery = []
-    for i in sorted(v.worst):
-        verdicts = [verdict(p, t) for p in v.face_p_fake[i]]
-        shown = [probability_text(p, t) for p in v.face_p_fake[i]]
-        annotated = draw_faces(v.frames[i], v.faces[i], shown, verdicts, max_side=640)
-        gallery.append((annotated, f"{v.times[i]:.1f} s · P(fake) {probability_text(v.frame_p_fake[i], t)}"))
-    return "\n\n".join(summary), curve, rows, gallery
+    return *video_summary(v, detector), suspicious_frames(v)
 
 
 @user_errors
@@ -212,15 +134,7 @@ def batch(detectors, files, model_name, progress=gr.Progress()):
     """Many images -> (summary, table, CSV path). A bad file gets its error in its row; the rest are scored."""
     detector = choose(detectors, model_name)
     rows = score_files(detector, progress.tqdm(check_files(files), desc="Scoring"))
-    table = pd.DataFrame(rows, columns=BATCH_COLUMNS)
-    counts = table["verdict"].value_counts()
-    summary = ", ".join(f"{counts[v]} {v}" for v in ("fake", "real", "uncertain") if v in counts)
-    errors = int((table["error"] != "").sum())
-    summary = (f"{len(rows)} files with **{detector.name}**: {summary or 'none scored'}"
-               + (f"; {errors} could not be read (see the problem column)." if errors else "."))
-    shown = table.rename(columns=BATCH_TABLE)
-    shown["P(fake)"] = [probability_text(p, detector.thresholds) if p != "" else "" for p in table["p_fake"]]
-    return summary, shown, write_csv(rows, BATCH_COLUMNS)
+    return *batch_summary(rows, detector), write_csv(rows, BATCH_COLUMNS)
 
 
 def model_cards(detectors):
@@ -243,19 +157,6 @@ def event(function, detectors):
 # The layout
 
 
-HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probability that a face is fake. At "
-               "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
-               "between them **uncertain**. The defaults come from each model's validation set, where they were "
-               "chosen so that its fake and real verdicts were right at a target rate (95 % for the retrained "
-               "models), or as often as a weaker model manages; the summary gives its record. A face detector "
-               "finds the faces, each cropped with a margin like the training images; with no face the whole image is scored, less reliably. Each model knows "
-               "only the kinds of fake it was trained on (the Models tab lists them): expect poor scores on other fakes.")
-HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
-             f"{VIDEO_MAX_FRAMES} frames). Each frame scores as its most suspicious face. **Clip verdict = mean "
-             "P(fake) of the top-k most suspicious frames**: a fake may show in a few frames only, which an "
-             "average over all frames would wash out, while the single worst frame alone is noisy. The "
-             "thresholds are the image ones; taking the top frames pushes the score up, so read a *fake* clip "
-             "verdict near the threshold with care.")
 class _VideoAndSubtitles(GradioModel):
     video: FileData
     subtitles: FileData | None = None
@@ -458,16 +359,11 @@ def model_thresholds(detectors, model_name):
 # Running it
 
 
-def shipped_models():
-    """({name: ResolvedModel}, {name: Hub id}) for the models of models/models.json: Hub, else cache, else models/."""
-    from deepfake_detector.registry import load_models, read_config
-
-    return load_models(), {entry.name: entry.repo_id for entry in read_config() if entry.repo_id}
-
-
 def __getattr__(name):
     # `gradio app.py` (reload mode) looks for `demo`; importing app.py in tests must not load the shipped models.
     if name == "demo":
+        from deepfake_detector.registry import shipped_models
+
         models, repo_ids = shipped_models()
         globals()["demo"] = build_demo(models, repo_ids=repo_ids, load="background").queue(**QUEUE_OPTIONS)
         return globals()["demo"]
@@ -475,6 +371,8 @@ def __getattr__(name):
 
 
 def main(argv=None):
+    from deepfake_detector.registry import none_resolved_message, shipped_models
+
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", metavar="NAME=FOLDER",
                         help="Serve this model folder (repeat for several); default: the models of models/models.json")
@@ -489,12 +387,7 @@ def main(argv=None):
     else:
         models, repo_ids = shipped_models()
     if not models:
-        from deepfake_detector.registry import read_config
-
-        names = ", ".join(entry.name for entry in read_config())
-        sys.exit(f"No model found: models/models.json lists {names}, but none resolved from the Hub, the local cache "
-                 "or models/. Connect to the Hub, copy trained model folders into models/, or pass "
-                 "--model NAME=FOLDER (e.g. --model xception=runs/xception).")
+        sys.exit(none_resolved_message())
     # The page first, the models behind it: loading them while gradio starts would slow both (2 cores, one GIL).
     # A request that comes before its model is loaded waits for it.
     demo = build_demo(models, repo_ids=repo_ids, load="lazy").queue(**QUEUE_OPTIONS)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from deepfake_detector.images import LABEL2ID, load_image, to_rgb
+from deepfake_detector.images import LABEL2ID, DataError, load_image, to_rgb
 
 FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 
@@ -451,6 +451,21 @@ def grad_cam(classifier, image, *, member=None):
     return Image.fromarray(overlay), info
 
 
+def grad_cam_gallery(classifier, image, name):
+    """grad_cam of the model called `name` -> ([(overlay, caption)], [info]); for the ensemble all members
+    through its combiner first, then each member's share."""
+    member_names = [member for member, _ in members(classifier) if member]
+    gallery, infos = [], []
+    for member in [None, *member_names]:
+        overlay, info = grad_cam(classifier, image, member=member)
+        # The member first: the gallery cuts long captions, and every caption would start with the model's name.
+        caption = name if not member_names else (
+            f"all members of {name}" if member is None else f"{info['member']} member of {name}")
+        gallery.append((overlay, caption))
+        infos.append(info)
+    return gallery, infos
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Feature maps and per-layer activations
 
@@ -482,6 +497,15 @@ def feature_maps(classifier, image, layer_name, *, top_k=16):
         cell = Image.fromarray(_colormap("viridis", values).astype(np.uint8)).resize((tile, tile), Image.NEAREST)
         canvas.paste(cell, (x, y + caption))
     return canvas
+
+
+def feature_maps_at_depth(classifier, image, depth, *, name="The model", top_k=16):
+    """feature_maps of every stage at `depth` (one of LAYER_DEPTHS; one stage per ensemble member), or a DataError
+    naming the depths there are."""
+    stages = stages_at_depth(classifier, depth)
+    if not stages:
+        raise DataError(f"{name} has no layer {depth!r}: pick one of {', '.join(LAYER_DEPTHS)}.")
+    return [feature_maps(classifier, image, stage, top_k=top_k) for stage in stages]
 
 
 def layer_overlay(classifier, image, layer_names=None):

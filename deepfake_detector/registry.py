@@ -144,3 +144,16 @@ def load_models(config_path: str | Path = DEFAULT_CONFIG, *, offline: bool | Non
         except ModelUnavailableError as error:
             logger.warning("skipping %s", error)
     return resolved
+
+
+def shipped_models(config_path: str | Path = DEFAULT_CONFIG) -> tuple[dict[str, ResolvedModel], dict[str, str]]:
+    """({name: ResolvedModel}, {name: Hub id}) for the models of the config: Hub, else cache, else models/."""
+    return load_models(config_path), {entry.name: entry.repo_id for entry in read_config(config_path) if entry.repo_id}
+
+
+def none_resolved_message(config_path: str | Path = DEFAULT_CONFIG) -> str:
+    """What the app says when it starts and no model of the config resolved anywhere."""
+    names = ", ".join(entry.name for entry in read_config(config_path))
+    return (f"No model found: models/models.json lists {names}, but none resolved from the Hub, the local cache "
+            "or models/. Connect to the Hub, copy trained model folders into models/, or pass "
+            "--model NAME=FOLDER (e.g. --model xception=runs/xception).")

@@ -1,6 +1,7 @@
 """What the app hands back besides text: faces boxed and labelled, images as files, explanation notes, CSV.
 
     annotated = draw_faces(img, faces, p_fake, verdicts)   # a box and "n: verdict P(fake)" per face
+    annotated = draw_scored(img, faces, p_fake, thresholds)   # the same, verdicts and wording from the thresholds
     path = image_file(annotated)                           # a WebP file named by its content (see why below)
 """
 
@@ -15,6 +16,9 @@ import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from deepfake_detector.inference import verdict
+from deepfake_detector.report import probability_text
 
 COLOURS = {"fake": (220, 38, 38), "real": (22, 163, 74), "uncertain": (217, 119, 6)}
 SHOW_MAX_SIDE = 1280  # annotated images are sent back at most this large
@@ -43,6 +47,19 @@ def draw_faces(img, faces, p_fake, verdicts, max_side=SHOW_MAX_SIDE):
         draw.rectangle((x0, y, x0 + right - left + 2 * line, y + height), fill=colour)
         draw.text((x0 + line - left, y + line - top), label, fill="white", font=font)
     return out
+
+
+def draw_scored(img, faces, p_fake, thresholds, max_side=SHOW_MAX_SIDE):
+    """draw_faces with each face's verdict at `thresholds` and its P(fake) at the precision that verdict needs."""
+    return draw_faces(img, faces, [probability_text(p, thresholds) for p in p_fake],
+                      [verdict(p, thresholds) for p in p_fake], max_side)
+
+
+def suspicious_frames(v, max_side=640):
+    """video.ScoredVideo's top-k frames in time order, faces drawn -> [(image, "1.2 s · P(fake) 0.91")]."""
+    return [(draw_scored(v.frames[i], v.faces[i], v.face_p_fake[i], v.thresholds, max_side),
+             f"{v.times[i]:.1f} s · P(fake) {probability_text(v.frame_p_fake[i], v.thresholds)}")
+            for i in sorted(v.worst)]
 
 
 def image_file(img):

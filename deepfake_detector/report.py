@@ -1,7 +1,9 @@
-"""How the app words a verdict: P(fake) at the precision the decision needs, and the model's track record.
+"""How the app words a verdict: P(fake) at the precision the decision needs, the model's track record, and
+the summary and table of each feature (Detect, Compare, Video, Batch) with the help texts beside them.
 
     probability_text(0.2141, {"fake": 0.84, "real": 0.21})   # "0.214": 0.21 would read as "real" by the rule
     track_record(metrics)                                    # "When it says fake it was right 87 % ..." or ""
+    summary, table = detect_summary(score_faces(detector, img), detector)   # markdown, one row per face
 
 The thresholds are set in steps of 0.01, so two decimals usually say on which side of a threshold a score lies;
 when they do not (0.2141 against "real if ≤ 0.21"), more decimals are shown until they do. The track record
@@ -12,7 +14,31 @@ often its committed verdicts were right. A figure the folder does not hold is le
 
 import json
 
-from deepfake_detector.inference import verdict
+import numpy as np
+import pandas as pd
+
+from deepfake_detector.inference import BATCH_COLUMNS, VERDICTS, agreement, verdict
+from deepfake_detector.video import VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_SECONDS
+
+DETECT_COLUMNS = ["face", "verdict", "P(fake)", "face found (certainty)", "where (left, top, right, bottom)"]
+COMPARE_COLUMNS = ["model", "P(fake)", "verdict", "fake if ≥", "real if ≤", "time (ms)"]
+VIDEO_COLUMNS = ["time (s)", "faces", "P(fake)", "verdict"]
+BATCH_TABLE = {"file": "file", "faces": "faces", "p_fake": "P(fake)", "verdict": "verdict", "model": "model",
+               "error": "problem"}  # the CSV keeps its column names; the table on screen says them in words
+HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probability that a face is fake. At "
+               "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
+               "between them **uncertain**. The defaults come from each model's validation set, where they were "
+               "chosen so that its fake and real verdicts were right at a target rate (95 % for the retrained "
+               "models), or as often as a weaker model manages; the summary gives its record. A face detector "
+               "finds the faces, each cropped with a margin like the training images; with no face the whole "
+               "image is scored, less reliably. Each model knows only the kinds of fake it was trained on (the "
+               "Models tab lists them): expect poor scores on other fakes.")
+HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
+             f"{VIDEO_MAX_FRAMES} frames). Each frame scores as its most suspicious face. **Clip verdict = mean "
+             "P(fake) of the top-k most suspicious frames**: a fake may show in a few frames only, which an "
+             "average over all frames would wash out, while the single worst frame alone is noisy. The "
+             "thresholds are the image ones; taking the top frames pushes the score up, so read a *fake* clip "
+             "verdict near the threshold with care.")
 
 
 def probability_text(p, thresholds, digits=2, max_digits=6):
@@ -94,3 +120,93 @@ def per_source_record(metrics):
     for source, m in sorted(((metrics.get("verdicts") or {}).get("per_source") or {}).items()):
         rows.append((source, m.get("uncertain_share"), m.get("committed_accuracy"), m.get("n")))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Each feature's summary (markdown) and table (a DataFrame with the columns the app shows)
+
+
+def verdict_counts(verdicts):
+    """"2 fake, 1 real": how many of each verdict, in the order fake, real, uncertain; "" for none."""
+    verdicts = list(verdicts)
+    return ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS if v in verdicts)
+
+
+def detect_summary(s, detector, frames=1):
+    """inference.ScoredFaces of one image -> (summary markdown, table of DETECT_COLUMNS, a row per face). `frames`:
+    how many frames the upload held (only the first was scored)."""
+    t = s.thresholds
+    if s.faces[0].whole_image:
+        lines = [f"No face found: the whole image was scored — {verdict_text(s.verdicts[0], s.p_fake[0], t)}. The "
+                 "models were trained on face crops, so this verdict is less reliable."]
+    elif len(s.faces) == 1:
+        lines = [f"1 face: {verdict_text(s.verdicts[0], s.p_fake[0], t)}"]
+    else:
+        lines = [f"{len(s.faces)} faces: {verdict_counts(s.verdicts)}", ""]
+        lines += [f"- face {i}: {verdict_text(v, p, t)}" for i, (v, p) in enumerate(zip(s.verdicts, s.p_fake), start=1)]
+    lines += ["", f"Model **{detector.name}** · {rule_text(t)} · face detection {s.detect_ms:.0f} ms, model "
+              f"{s.model_ms:.0f} ms"]
+    if record := track_record(detector.metrics):
+        default = detector.thresholds
+        lines += ["", record if t == default else record + f" (its defaults are {threshold_text(default['fake'])} "
+                  f"/ {threshold_text(default['real'])}; you moved the sliders, so this does not apply as is)"]
+    if note := first_frame_note(frames):
+        lines += ["", note]
+    table = pd.DataFrame({
+        "face": ["whole image" if f.whole_image else str(i) for i, f in enumerate(s.faces, start=1)],
+        "verdict": s.verdicts,
+        "P(fake)": [probability_text(p, t) for p in s.p_fake],
+        "face found (certainty)": ["–" if f.whole_image else f"{f.confidence:.2f}" for f in s.faces],
+        "where (left, top, right, bottom)": [", ".join(map(str, f.box)) for f in s.faces],
+    }, columns=DETECT_COLUMNS)
+    return "\n".join(lines), table
+
+
+def compare_summary(rows, detectors, what, frames=1):
+    """inference.compare_models rows -> (summary markdown, the rows most suspicious first with what
+    render.compare_chart draws, table of COMPARE_COLUMNS). `what`: which face was scored, in words."""
+    rows = sorted(rows, key=lambda r: -r["p_fake"])
+    for row in rows:
+        t = detectors[row["model"]].thresholds
+        row.update(p_fake_text=probability_text(row["p_fake"], t), fake_threshold=t["fake"], real_threshold=t["real"])
+    table = pd.DataFrame({
+        "model": [r["model"] for r in rows], "P(fake)": [r["p_fake_text"] for r in rows],
+        "verdict": [r["verdict"] for r in rows], "fake if ≥": [threshold_text(r["fake_threshold"]) for r in rows],
+        "real if ≤": [threshold_text(r["real_threshold"]) for r in rows],
+        "time (ms)": [f"{r['latency_ms']:.0f}" for r in rows]}, columns=COMPARE_COLUMNS)
+    summary = f"{agreement(rows)}\n\nScored {what}; each model uses its own default thresholds (drawn on its bar)."
+    if note := first_frame_note(frames):
+        summary += "\n\n" + note
+    return summary, rows, table
+
+
+def video_summary(v, detector):
+    """video.ScoredVideo -> (summary markdown, P(fake)-over-time data for the chart, table of VIDEO_COLUMNS)."""
+    t = v.thresholds
+    table = pd.DataFrame({
+        "time (s)": [f"{time:.1f}" for time in v.times],
+        "faces": [0 if f[0].whole_image else len(f) for f in v.faces],
+        "P(fake)": [probability_text(p, t) for p in v.frame_p_fake],
+        "verdict": v.frame_verdicts,
+    }, columns=VIDEO_COLUMNS)
+    # Plain field names for the chart (the browser's plotting library reads "(" in a field name as syntax).
+    curve = pd.DataFrame({"seconds": [round(time, 2) for time in v.times],
+                          "fake_probability": np.round(v.frame_p_fake, 4)})
+    summary = [f"Clip: {verdict_text(v.verdict, v.clip_p_fake, t)} — mean P(fake) of the {len(v.worst)} most "
+               f"suspicious of {len(v.times)} sampled frames, model **{detector.name}** ({rule_text(t)})."]
+    if record := track_record(detector.metrics):
+        summary.append(record + " (on single images; a clip's top-frames score runs higher)")
+    if v.frames_without_face:
+        summary.append(f"No face found in {v.frames_without_face} frame(s): those were scored as whole frames.")
+    return "\n\n".join(summary), curve, table
+
+
+def batch_summary(rows, detector):
+    """inference.score_files rows -> (summary markdown, table of BATCH_TABLE's on-screen columns)."""
+    table = pd.DataFrame(rows, columns=BATCH_COLUMNS)
+    errors = int((table["error"] != "").sum())
+    summary = (f"{len(rows)} files with **{detector.name}**: {verdict_counts(table['verdict']) or 'none scored'}"
+               + (f"; {errors} could not be read (see the problem column)." if errors else "."))
+    shown = table.rename(columns=BATCH_TABLE)
+    shown["P(fake)"] = [probability_text(p, detector.thresholds) if p != "" else "" for p in table["p_fake"]]
+    return summary, shown
