@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
+from deepfake_detector import faces
 from deepfake_detector.images import (
     ID2LABEL,
     LABEL2ID,
@@ -227,8 +228,6 @@ NO_FACE_POLICIES = ("drop", "whole")
 
 
 def _largest_face(example):
-    from deepfake_detector import faces
-
     found = faces.detect_faces(load_image(image_bytes(example["image"])))
     return {"face_box": [] if found[0].whole_image else list(found[0].box), "faces_found": 0 if found[0].whole_image
             else len(found)}
@@ -243,8 +242,6 @@ def find_faces(data, *, no_face="drop", cache_dir=FACE_CACHE, num_proc=None):
     detector, and in the shared data those are mostly diffusion fakes, a shortcut) or kept whole (`"whole"`,
     as the app scores an upload in which it finds no face). Returns the rows and a report of the counts.
     """
-    from deepfake_detector import faces
-
     cache_path = os.path.join(cache_dir, f"boxes-{faces.settings_key()}.json")
     cache = {}
     if os.path.isfile(cache_path):
@@ -485,7 +482,7 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.reencode_quality:
             img = reencode_jpeg(img, self.reencode_quality)
         if row.get("face_box"):
-            img = crop_face(img, row["face_box"])
+            img = faces.crop_face(img, row["face_box"])
         img = degrade(img, self.degradation)
         if self.augment is None:
             return self.eval_transform(img), row["label"], index
@@ -500,12 +497,6 @@ def source_weights(sources, power):
     counts = Counter(sources)
     weights = torch.tensor([counts[s] ** -power for s in sources], dtype=torch.float64)
     return (weights / weights.mean()).float()
-
-
-def crop_face(img, box):
-    from deepfake_detector import faces
-
-    return faces.crop_face(img, box)
 
 
 def augment_image(img, data_config, augment, rng):
