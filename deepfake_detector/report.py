@@ -2,7 +2,7 @@
 the summary and table of each feature (Detect, Compare, Video, Batch) with the help texts beside them.
 
     probability_text(0.2141, {"fake": 0.84, "real": 0.21})   # "0.214": 0.21 would read as "real" by the rule
-    track_record(metrics)                                    # "When it says fake it was right 87 % ..." or ""
+    track_record(metrics)                                    # "When it says fake it was right 87% ..." or ""
     summary, table = detect_summary(score_faces(detector, img), detector)   # markdown, one row per face
 
 The thresholds are set in steps of 0.01, so two decimals usually say on which side of a threshold a score lies;
@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from deepfake_detector.card import percent
 from deepfake_detector.inference import BATCH_COLUMNS, VERDICTS, agreement, verdict
 from deepfake_detector.video import VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_SECONDS
 
@@ -89,10 +90,6 @@ def lime_help(default_samples, timing_path):
         measured = f"{default_samples} samples (the default) have not been timed on this machine yet"
     return (f"**Samples trade time for steadiness**: each is one pass through the model, so time grows with the "
             f"count: {measured}. Fewer give a rougher picture.")
-
-
-def percent(share):
-    return f"{100 * share:.0f} %"
 
 
 def track_record(metrics):

@@ -142,7 +142,7 @@ def test_detect_summary_says_the_track_record_is_for_the_default_thresholds():
     metrics = {"thresholds": {"validation_precision": {"fake": 0.9, "real": 0.96}}}
     summary, _ = detect_summary(scored(0.7), detector(metrics=metrics))
     assert summary.startswith("1 face: **FAKE** (P(fake) = 0.70)")
-    assert "right when it said fake 90 % / real 96 % on validation." in summary and "you moved" not in summary
+    assert "right when it said fake 90% / real 96% on validation." in summary and "you moved" not in summary
     moved = {"fake": 0.8, "real": 0.2}
     summary, _ = detect_summary(scored(0.7, thresholds=moved), detector(metrics=metrics))
     assert "(its defaults are 0.60 / 0.40; you moved the sliders, so this does not apply as is)" in summary

@@ -35,12 +35,12 @@ def test_probability_is_shown_with_the_decimals_its_verdict_needs(p, shown):
 def test_track_record_says_only_what_metrics_json_holds():
     assert track_record({}) == ""
     validation = {"thresholds": {"validation_precision": {"fake": 0.8723, "real": 0.8667}}}
-    assert track_record(validation) == ("Track record at its default thresholds: right when it said fake 87 % / "
-                                        "real 87 % on validation.")
+    assert track_record(validation) == ("Track record at its default thresholds: right when it said fake 87% / "
+                                        "real 87% on validation.")
     test = {"verdicts": {"overall": {"n": 601, "uncertain_share": 0.412, "committed": 353, "committed_accuracy": 0.83}}}
     assert track_record({**validation, **test}) == (
-        "Track record at its default thresholds: right when it said fake 87 % / real 87 % on validation; said "
-        "uncertain on 41 % of 601 test images; right on 83 % of the test images it did not call uncertain.")
+        "Track record at its default thresholds: right when it said fake 87% / real 87% on validation; said "
+        "uncertain on 41% of 601 test images; right on 83% of the test images it did not call uncertain.")
     assert "None" not in track_record({"verdicts": {"overall": {"uncertain_share": None}}})
 
 
