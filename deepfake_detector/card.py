@@ -17,8 +17,9 @@ from pathlib import PurePosixPath
 from huggingface_hub import EvalResult, ModelCardData
 
 LICENSE = "cc-by-nc-4.0"  # FFHQ reals are CC BY-NC-SA 4.0, StyleGAN fakes CC BY-NC 4.0, CIPLab research-only
-LICENSE_TERMS = ("CC BY-NC 4.0 — non-commercial use only: the real training faces are FFHQ (CC BY-NC-SA 4.0), "
-                 "the StyleGAN fakes CC BY-NC 4.0, the CIPLab composites research-only")
+LICENSE_TERMS = ("CC BY-NC 4.0 — non-commercial use only: the real training faces are FFHQ (CC BY-NC-SA 4.0), LFW, "
+                 "UTKFace, FEI, Unsplash and web portraits (research or non-commercial use), the StyleGAN fakes CC "
+                 "BY-NC 4.0, the CIPLab composites research-only")
 DEFAULT_REPO_ID = "your-username/deepfake-detector"  # only for snippets of a card made without a repo id
 
 # What each training set is, for cards of runs whose metrics.json names it (metrics["data"]["licenses"] wins).
@@ -38,12 +39,34 @@ KNOWN_DATASETS = {
         "seen": "hand-made Photoshop composites (eyes, nose, mouth or whole face pasted in)",
         "license": "published on Kaggle for research use; no licence file",
     },
+    "stylegan2-thumbs": {
+        "what": "StyleGAN2 faces from thispersondoesnotexist.com against FFHQ thumbnails, 128 px, both re-encoded alike",
+        "seen": "StyleGAN2 generated faces",
+        "license": "FFHQ thumbnails CC BY-NC-SA 4.0 (NVIDIA); from a public headshot-classification repository",
+    },
+    "lfw-faceswap": {
+        "what": "landmark face swaps pasted into LFW news photos, against the LFW originals",
+        "seen": "landmark-based face swaps in news photos",
+        "license": "LFW (Labeled Faces in the Wild): research use, no licence file",
+    },
+    "sd-people": {
+        "what": "Stable Diffusion 1.4/1.5 people against real portraits from four collections (web portraits, "
+                "Unsplash, FEI studio faces, UTKFace); fakes and reals differ in framing and style as well",
+        "seen": "Stable Diffusion 1.x portraits",
+        "license": "SD outputs CreativeML OpenRAIL-M; UTKFace non-commercial research only; FEI, Unsplash and web "
+                   "portraits research use",
+    },
 }
+# What training did not show a model: (the set that does show it, or None; said without it; said with it).
 NOT_SEEN = [
-    "images from diffusion models (Stable Diffusion, Midjourney, DALL·E, Flux, …) and newer GANs (StyleGAN2/3)",
-    "face swaps and reenactment in video (DeepFaceLab, FaceSwap, first-order-motion), judged frame by frame",
-    "heavy recompression and resizing by social networks, screenshots, photos of screens",
-    "faces that are not cropped and aligned like FFHQ, several faces per image, and images without faces",
+    ("sd-people", "images from diffusion models (Stable Diffusion, Midjourney, DALL·E, Flux, …)",
+     "images from diffusion models other than Stable Diffusion 1.x (SDXL, Midjourney, DALL·E, Flux, …)"),
+    ("stylegan2-thumbs", "newer GANs (StyleGAN2/3)", "GANs other than StyleGAN v1/v2 (StyleGAN3, …)"),
+    ("lfw-faceswap", "face swaps and reenactment in video (DeepFaceLab, FaceSwap, first-order-motion), judged frame by frame",
+     "reenactment and learned face swaps in video (DeepFaceLab, first-order-motion), judged frame by frame"),
+    (None, "heavy recompression and resizing by social networks, screenshots, photos of screens", ""),
+    (None, "several faces per image and images without faces (the app scores each face it finds, and the whole "
+           "image when it finds none)", ""),
 ]
 ROBUSTNESS_LABELS = {
     "clean": "clean", "jpeg_q90": "JPEG quality 90", "jpeg_q75": "JPEG quality 75", "jpeg_q50": "JPEG quality 50",
@@ -314,7 +337,8 @@ def limitations_text(metrics: dict) -> str:
     lines = []
     if seen:
         lines += ["Fakes it has seen in training: " + "; ".join(dict.fromkeys(seen)) + ".", ""]
-    lines += ["Not seen in training, so expect unreliable scores on:", ""] + [f"- {item}" for item in NOT_SEEN]
+    not_seen = [with_it if covered in datasets else without for covered, without, with_it in NOT_SEEN]
+    lines += ["Not seen in training, so expect unreliable scores on:", ""] + [f"- {item}" for item in not_seen]
     notes = []
     if any(name.startswith("faces140k") for name in datasets):
         notes.append("The real faces of faces140k are aligned, centred FFHQ crops: crop the face before scoring "
