@@ -13,7 +13,7 @@ from typing import Optional
 
 from transformers import HfArgumentParser
 
-from deepfake_detector.images import DataError
+from deepfake_detector.images import ROBUSTNESS, DataError
 from deepfake_detector.models import ENSEMBLE, MODEL_NAMES
 from train.data import NO_FACE_POLICIES
 
@@ -129,6 +129,9 @@ class TrainingArguments:
     augment_self_blend: float = field(default=0.0, metadata={
         "help": "Extra training fakes each epoch, as a share of the real images: self-blended reals (0 = none)"})
     save_dtype: str = field(default="float32", metadata={"help": "Weights dtype on disk: float32 or float16"})
+    robustness: list[str] = field(default_factory=lambda: list(ROBUSTNESS[1:]), metadata={
+        "help": f"Degradations the test split is scored under after training ({', '.join(ROBUSTNESS[1:])}); "
+                "each costs one more pass over the test split"})
 
     def __post_init__(self):
         if not self.output:
@@ -145,6 +148,9 @@ class TrainingArguments:
             raise DataError("--mixup and --cutmix take a Beta-distribution alpha, 0 (off) or more (e.g. 0.2, 1.0).")
         if self.augment_self_blend < 0:
             raise DataError("--augment-self-blend takes a share of the real images, 0 or more (e.g. 0.5).")
+        unknown = sorted(set(self.robustness) - set(ROBUSTNESS[1:]))
+        if unknown:
+            raise DataError(f"--robustness takes some of {', '.join(ROBUSTNESS[1:])}, not {', '.join(unknown)}.")
         if self.resume and self.overwrite:
             raise DataError("--resume continues a run and --overwrite replaces one: pass only one.")
 

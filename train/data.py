@@ -363,6 +363,33 @@ def _group_split(data, val_fraction, test_fraction, seed):
     return datasets.DatasetDict({name: data.select(sorted(rows)) for name, rows in assignment.items()})
 
 
+def splits_from_run(folder):
+    """The splits a finished run trained and was tested on (its splits.json: files, labels, sources, face
+    boxes) and its scrub report: to train another model on exactly the same rows, so test figures compare."""
+    path = os.path.join(folder, "splits.json")
+    if not os.path.isfile(path):
+        raise DataError(f"{folder} has no splits.json: pass a folder written by python -m train.")
+    with open(path) as f:
+        saved = json.load(f)
+    splits = {}
+    for name in SPLITS:
+        rows = saved["rows"][name]
+        missing = [p for p in rows["file"] if not os.path.isfile(p)]
+        if missing:
+            raise DataError(f"{folder}/splits.json names {len(missing)} {name} images that are not here (first: "
+                            f"{missing[0]}): run from the folder that run started in, with its --data present.")
+        columns = {"image": [{"bytes": None, "path": p} for p in rows["file"]], "label": rows["label"],
+                   "source": rows["source"]}
+        if "face_box" in rows:
+            columns["face_box"] = rows["face_box"]
+        splits[name] = datasets.Dataset.from_dict(columns)
+    report_path = os.path.join(folder, "scrub_report.json")
+    report = json.load(open(report_path)) if os.path.isfile(report_path) else {}
+    report = {"images_in": report.get("images_in"), "images_kept": report.get("images_kept"),
+              "dropped_by_reason": report.get("dropped_by_reason"), **report, "splits_from": folder}
+    return datasets.DatasetDict(splits), report, saved["counts"]
+
+
 def split_counts(splits):
     return {name: class_counts(part) for name, part in splits.items()}
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from deepfake_detector.card import fmt
-from deepfake_detector.images import ID2LABEL, ROBUSTNESS, DataError
+from deepfake_detector.images import ID2LABEL, DataError
 from deepfake_detector.layout import save_model, write_json
 from deepfake_detector.modeling_deepfake_ensemble import (
     DeepfakeEnsembleForImageClassification,
@@ -75,24 +75,7 @@ def train(data_args, model_args, train_args, command=""):
     accelerator.wait_for_everyone()  # every process checks before the main one creates anything
     set_seed(train_args.seed)
 
-    # Data: every process scrubs and splits the same way (seeded); the main process writes the reports.
-    sources = load_sources(data_args.data, image_column=data_args.image_column, label_column=data_args.label_column)
-    kept, scrub_report = scrub(sources, min_size=data_args.min_size,
-                               near_duplicate_distance=data_args.near_duplicate_distance)
-    if data_args.crop_faces:
-        kept, scrub_report["faces"] = find_faces(kept, no_face=data_args.no_face)
-        faces_report = scrub_report["faces"]
-        accelerator.print(f"faces: none found in {faces_report['images_without_face']} images "
-                          f"({'dropped' if data_args.no_face == 'drop' else 'kept whole'}): "
-                          f"{faces_report['without_face_by_source'] or 'none'}")
-    splits = split(kept, val_fraction=data_args.val_fraction, test_fraction=data_args.test_fraction,
-                   seed=train_args.seed)
-    counts = split_counts(splits)
-    accelerator.print(f"scrub: kept {scrub_report['images_kept']} of {scrub_report['images_in']} images; "
-                      f"dropped {scrub_report['dropped_by_reason'] or 'none'}; "
-                      f"{len(scrub_report['near_duplicate_groups'])} near-duplicate groups kept within one split")
-    for name, c in counts.items():
-        accelerator.print(f"{name:>10}: {c['fake']} fake, {c['real']} real")
+    splits, scrub_report, counts = prepare_data(data_args, train_args, accelerator)
 
     model = create_model(model_args.model, image_size=model_args.image_size, crop_pct=model_args.crop_pct,
                          pretrained=model_args.pretrained, width=model_args.width, members=model_args.members,
@@ -177,6 +160,29 @@ def train(data_args, model_args, train_args, command=""):
                 return None
     return finish(model, accelerator, datasets, loaders, splits, state, run_config, scrub_report, counts, work, final,
                   train_args)
+
+
+def prepare_data(data_args, train_args, accelerator):
+    """Load, scrub, crop faces and split: every process the same way (seeded); the main process prints."""
+    sources = load_sources(data_args.data, image_column=data_args.image_column, label_column=data_args.label_column)
+    kept, scrub_report = scrub(sources, min_size=data_args.min_size,
+                               near_duplicate_distance=data_args.near_duplicate_distance)
+    if data_args.crop_faces:
+        kept, scrub_report["faces"] = find_faces(kept, no_face=data_args.no_face)
+        faces_report = scrub_report["faces"]
+        accelerator.print(f"faces: none found in {faces_report['images_without_face']} images "
+                          f"({'dropped' if data_args.no_face == 'drop' else 'kept whole'}): "
+                          f"{faces_report['without_face_by_source'] or 'none'}")
+    splits = split(kept, val_fraction=data_args.val_fraction, test_fraction=data_args.test_fraction,
+                   seed=train_args.seed)
+    counts = split_counts(splits)
+    accelerator.print(f"scrub: kept {scrub_report['images_kept']} of {scrub_report['images_in']} images; "
+                      f"dropped {scrub_report['dropped_by_reason'] or 'none'}; "
+                      f"{len(scrub_report['near_duplicate_groups'])} near-duplicate groups kept within one split")
+    for name, c in counts.items():
+        accelerator.print(f"{name:>10}: {c['fake']} fake, {c['real']} real")
+
+    return splits, scrub_report, counts
 
 
 def check_output(work, final, train_args, run_config):
@@ -274,14 +280,18 @@ def save_checkpoint(accelerator, work, state):
 
 
 def finish(model, accelerator, datasets, loaders, splits, state, run_config, scrub_report, counts, work, final,
-           train_args):
-    """Best weights → temperature on validation → test metrics, robustness, plots → Hub folder → move in place."""
+           train_args, precomputed=None):
+    """Best weights → temperature on validation → test metrics, robustness, plots → Hub folder → move in place.
+
+    `precomputed` ({"validation": (logits, labels, index), "test": …}) skips scoring those clean splits again
+    when the caller already has the model's logits for them (train/cached.py, from its exact activations)."""
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(load_file(os.path.join(work, BEST)))
-    val_logits, val_labels, _ = predict(model, loaders["validation"], accelerator)
-    test_logits, test_labels, test_index = predict(model, loaders["test"], accelerator)
+    precomputed = precomputed or {}
+    val_logits, val_labels, _ = precomputed.get("validation") or predict(model, loaders["validation"], accelerator)
+    test_logits, test_labels, test_index = precomputed.get("test") or predict(model, loaders["test"], accelerator)
     degraded = {}
-    for kind in ROBUSTNESS[1:]:
+    for kind in train_args.robustness:
         dataset = ImageDataset(splits["test"], data_config_of(unwrapped), degradation=kind,
                                reencode_quality=datasets["test"].reencode_quality)
         loader = accelerator.prepare_data_loader(make_loader(dataset, train_args, shuffle=False))
