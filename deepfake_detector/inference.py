@@ -42,11 +42,16 @@ def load_pipeline(model, *, revision=None, device=None):
 
     _quiet_transformers()
     try:
-        return pipeline("image-classification", model=model, revision=revision, device=device,
-                        trust_remote_code=needs_remote_code(model))
+        classifier = pipeline("image-classification", model=model, revision=revision, device=device,
+                              trust_remote_code=needs_remote_code(model))
     except (OSError, ValueError) as e:
         raise DataError(f"{model} is not a model folder or Hub model this project can load "
                         f"({str(e).splitlines()[0]}): pass a folder written by python -m train.") from None
+    # The folder's processor crops the largest face for pipeline() callers; the project crops every face itself
+    # (the app reports each one, training and evaluation read cached boxes), so it hands over crops.
+    if hasattr(classifier.image_processor, "crop_faces"):
+        classifier.image_processor.crop_faces = False
+    return classifier
 
 
 class _NoFalseBackendWarning(logging.Filter):
@@ -67,7 +72,8 @@ def _quiet_transformers():
 
 
 def needs_remote_code(model):
-    """Ensemble folders carry their modeling file (`auto_map`); a Hub id may be an ensemble too."""
+    """Folders with an `auto_map` (the ensemble's modeling file, the face-cropping processor) need remote code;
+    so may a Hub id."""
     config = os.path.join(str(model), "config.json")
     if os.path.isfile(config):
         with open(config) as f:

@@ -3,7 +3,10 @@
 Tuned CNN and Xception use timm's Hub layout (`config.json` with architecture / model_args / pretrained_cfg /
 label_names, and `model.safetensors`), which both `pipeline("image-classification")` (transformers' timm
 wrapper) and `timm.create_model("hf-hub:…")` load without remote code. The ensemble is a transformers model
-whose modeling file travels in the folder (`auto_map`), loaded with `trust_remote_code=True`.
+whose modeling file travels in the folder (`auto_map`), loaded with `trust_remote_code=True`. Every folder also
+carries the face-cropping image processor (processing_deepfake_faces.py + faces.py, `auto_map`): with
+`trust_remote_code=True` a whole photo is scored on its largest face, as in the app; without, a timm folder
+gets transformers' plain timm processor and should be given a face crop.
 
 Every folder's config.json also carries the model's verdict thresholds (`"verdict_thresholds"`, chosen on
 validation at training time), so they travel with the model: `set_thresholds(folder)` writes them into a
@@ -24,6 +27,10 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
 MODELING_FILE = "modeling_deepfake_ensemble.py"
+# The face-cropping image processor and the face code it uses travel in every folder (`auto_map`), so a
+# `pipeline(..., trust_remote_code=True)` caller passing a whole photo gets the face the app would score.
+PROCESSING_FILES = ("processing_deepfake_faces.py", "faces.py")
+FACE_PROCESSOR = "processing_deepfake_faces.DeepfakeFaceImageProcessor"
 THRESHOLDS_KEY = "verdict_thresholds"  # in config.json: {"fake", "real", "target_precision", "validation_precision"}
 
 
@@ -110,6 +117,7 @@ def save_timm(model, folder, *, dtype=None):
     config["dtype"] = "float32"
     write_json(config_path, config)
     _save_weights(model.state_dict(), os.path.join(folder, WEIGHTS), dtype)
+    add_face_processor(folder)
 
 
 def save_ensemble(model, folder, *, dtype=None):
@@ -117,16 +125,30 @@ def save_ensemble(model, folder, *, dtype=None):
     model.config.auto_map = {
         "AutoConfig": f"{MODELING_FILE[:-3]}.DeepfakeEnsembleConfig",
         "AutoModelForImageClassification": f"{MODELING_FILE[:-3]}.DeepfakeEnsembleForImageClassification",
-        "AutoImageProcessor": f"{MODELING_FILE[:-3]}.DeepfakeEnsembleImageProcessor",
     }
     model.config.dtype = "float32"
     model.config.save_pretrained(folder)
     _save_weights(model.state_dict(), os.path.join(folder, WEIGHTS), dtype)
     shutil.copyfile(os.path.join(os.path.dirname(__file__), MODELING_FILE), os.path.join(folder, MODELING_FILE))
-    # The image processor reads the ensemble's pretrained_cfg from config.json, as timm's does.
-    write_json(os.path.join(folder, PREPROCESSOR), {"image_processor_type": "DeepfakeEnsembleImageProcessor",
-                                                    "auto_map": {"AutoImageProcessor": model.config.auto_map[
-                                                        "AutoImageProcessor"]}})
+    add_face_processor(folder)
+
+
+def add_face_processor(folder):
+    """Make `folder`'s image processor the face-cropping one: copy processing_deepfake_faces.py and faces.py in
+    and name it in config.json's `auto_map` (where timm checkpoints look) and, for a transformers model such
+    as the ensemble, in preprocessor_config.json. It reads the model's pretrained_cfg from config.json, as
+    timm's processor does. Also brings a folder saved before the processor travelled up to date."""
+    config_path = os.path.join(folder, CONFIG)
+    config = read_json(config_path)
+    if not config:
+        raise DataError(f"{folder} has no {CONFIG}: pass a model folder written by python -m train.")
+    for name in PROCESSING_FILES:
+        shutil.copyfile(os.path.join(os.path.dirname(__file__), name), os.path.join(folder, name))
+    config["auto_map"] = {**config.get("auto_map", {}), "AutoImageProcessor": FACE_PROCESSOR}
+    write_json(config_path, config)
+    if "architecture" not in config:  # a transformers model (the ensemble), which reads preprocessor_config.json
+        write_json(os.path.join(folder, PREPROCESSOR), {"image_processor_type": FACE_PROCESSOR.split(".")[1],
+                                                        "auto_map": {"AutoImageProcessor": FACE_PROCESSOR}})
 
 
 def _save_weights(state_dict, path, dtype=None):

@@ -153,7 +153,8 @@ def test_card_sections_come_from_the_metrics():
     assert "| JPEG quality 50 | 0.7301 | 0.8000 | -0.0822 |" in text
     assert "| train | 1100 | 1180 | 2280 |" in text
     assert "![Confusion matrix](confusion_matrix.png)" in text
-    assert 'pipeline("image-classification", model="someone/deepfake-xception")' in text
+    assert 'pipeline("image-classification", model="someone/deepfake-xception", trust_remote_code=True)' in text
+    assert "processing_deepfake_faces.py" in text and "pass a face crop" in text
     assert 'timm.create_model("hf-hub:someone/deepfake-xception"' in text
     assert f"```bash\n{METRICS['training']['command']}\n```" in text
     assert "CC BY-NC-SA 4.0" in text and "diffusion" in text

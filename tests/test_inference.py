@@ -9,13 +9,15 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from transformers import pipeline
 
 from deepfake_detector.images import DataError
 from deepfake_detector.inference import (fake_probability, load_detectors, load_pipeline, pipeline_fake_probability,
                                          thresholds_of, verdict)
-from deepfake_detector.layout import set_thresholds
+from deepfake_detector.faces import crop_face, detect_faces
+from deepfake_detector.layout import FACE_PROCESSOR, PROCESSING_FILES, set_thresholds
 from helpers import TINY_THRESHOLDS, face_like, make_tiny_models
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -85,7 +87,11 @@ def test_a_folder_without_thresholds_serves_without_uncertain(tiny_models, tmp_p
     assert f"python -m hub set-thresholds {folder}" in caplog.text
 
 
-@pytest.mark.parametrize("name", ["tuned-cnn", "xception", "ensemble"])
+SHIPPED = sorted(entry["name"] for entry in json.load(open(os.path.join(os.path.dirname(EXAMPLES), "models",
+                                                                       "models.json")))["models"])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_models_carry_their_thresholds_in_config_json(name):
     folder = os.path.join(os.path.dirname(EXAMPLES), "models", name)
     config = json.load(open(os.path.join(folder, "config.json")))
@@ -98,6 +104,39 @@ def test_the_shipped_ensemble_carries_the_cores_modeling_file():
     root = os.path.dirname(EXAMPLES)
     shipped = open(os.path.join(root, "models", "ensemble", "modeling_deepfake_ensemble.py")).read()
     assert shipped == open(os.path.join(root, "deepfake_detector", "modeling_deepfake_ensemble.py")).read()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_carries_the_cores_face_processor(name):
+    root = os.path.dirname(EXAMPLES)
+    for file in PROCESSING_FILES:
+        shipped = open(os.path.join(root, "models", name, file)).read()
+        assert shipped == open(os.path.join(root, "deepfake_detector", file)).read(), f"models/{name}/{file} is stale"
+    config = json.load(open(os.path.join(root, "models", name, "config.json")))
+    assert config["auto_map"]["AutoImageProcessor"] == FACE_PROCESSOR
+
+
+@pytest.mark.parametrize("name", ["xception", "ensemble"])
+def test_a_whole_photo_through_pipeline_gets_the_verdict_of_the_apps_face_crop(tiny_models, name):
+    # A pipeline() caller with trust_remote_code gets the folder's face-cropping processor: the largest face,
+    # cropped as the app crops it, not the whole photo squeezed into the model's input.
+    photo = Image.open(os.path.join(EXAMPLES, "two-faces.jpg")).convert("RGB")  # the larger of two faces
+    faces = detect_faces(photo)
+    assert faces, "the example photo should show a face"
+    crop = crop_face(photo, faces[0].box)
+    whole = pipeline("image-classification", model=tiny_models[name], trust_remote_code=True)
+    assert type(whole.image_processor).__name__ == "DeepfakeFaceImageProcessor" and whole.image_processor.crop_faces
+    app = load_pipeline(tiny_models[name])  # the project's path: crops handed over, the processor's crop off
+    assert not app.image_processor.crop_faces
+    pixels = whole.image_processor(photo, return_tensors="pt")["pixel_values"]
+    assert torch.equal(pixels, app.image_processor(crop, return_tensors="pt")["pixel_values"])
+    assert not torch.allclose(pixels, app.image_processor(photo, return_tensors="pt")["pixel_values"])
+    p_whole = pipeline_fake_probability(whole, [photo])[0]
+    assert p_whole == pytest.approx(pipeline_fake_probability(app, [crop])[0], abs=1e-6)
+    # Without remote code a timm folder falls back to transformers' plain timm processor (no crop), no prompt.
+    if name == "xception":
+        plain = pipeline("image-classification", model=tiny_models[name])
+        assert type(plain.image_processor).__name__ == "TimmWrapperImageProcessor"
 
 
 def test_detector_scores_every_face_at_its_thresholds(tiny_models):

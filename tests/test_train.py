@@ -22,7 +22,7 @@ from train.loop import main
 TINY = ["--image-size", "48", "--width", "0.25", "--batch-size", "8", "--num-workers", "0"]
 FILES = {"config.json", "model.safetensors", "metrics.json", "report.md", "run_config.json", "scrub_report.json",
          "splits.json", "history.csv", "test_predictions.csv", "confusion_matrix.png", "roc.png",
-         "training_curves.png"}
+         "training_curves.png", "processing_deepfake_faces.py", "faces.py"}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_missing_data_path(capsys, tmp_path):
 
 def test_unknown_model(capsys, data, tmp_path):
     code, line = _error(capsys, ["--data", data[0], "--model", "resnet", "--output", str(tmp_path / "o")])
-    assert code == 2 and line == "train: error: Unknown model 'resnet': choose one of tuned-cnn, xception, efficientnet-lite2, efficientnet-lite0, ensemble."
+    assert code == 2 and line == "train: error: Unknown model 'resnet': choose one of tuned-cnn, xception, efficientnet-lite2, efficientnet-lite0, dinov2-vits14, ensemble."
 
 
 def test_members_that_do_not_exist(capsys, data, tmp_path):
