@@ -66,6 +66,9 @@ class CacheArguments:
         "help": "Use the rows, labels, sources and face boxes of a finished run (its splits.json) instead of "
                 "scrubbing and splitting --data again: the same test split, so figures compare"})
     cache_dir: str = field(default=CACHE, metadata={"help": "Where cached activations are kept (reused by reruns)"})
+    head_only: bool = field(default=False, metadata={
+        "help": "Train only the final norm and the head (a linear probe of the pretrained features): blocks N.. "
+                "stay pretrained too, run once over the cache, and an epoch then takes seconds"})
 
 
 def main(argv=None):
@@ -83,15 +86,17 @@ def main(argv=None):
 class Split(torch.nn.Module):
     """A timm ViT cut after `n` blocks: `prefix` (frozen, cached) and `suffix` (trained)."""
 
-    def __init__(self, model, n):
+    def __init__(self, model, n, head_only=False):
         super().__init__()
         if model.pretrained_cfg.get("architecture") not in VIT_ARCHITECTURES:
             raise DataError(f"python -m train.cached trains ViT models ({', '.join(VIT_ARCHITECTURES)}): "
                             "train the others with python -m train.")
         if not 0 <= n < len(model.blocks):
             raise DataError(f"--freeze-blocks takes 0 to {len(model.blocks) - 1} (the model has {len(model.blocks)} blocks).")
-        self.model, self.n = model, n
-        for module in [model.patch_embed, *model.blocks[:n]]:
+        if model.global_pool != "token":
+            raise DataError(f"python -m train.cached needs a ViT pooled on its CLS token, not {model.global_pool!r}.")
+        self.model, self.n, self.head_only = model, n, head_only
+        for module in [model.patch_embed, *model.blocks[:n], *(model.blocks[n:] if head_only else [])]:
             module.requires_grad_(False)
         model.cls_token.requires_grad_(False)
         model.pos_embed.requires_grad_(False)
@@ -105,10 +110,20 @@ class Split(torch.nn.Module):
         return x
 
     def forward(self, tokens):
+        """Logits from the prefix's output; with `head_only`, from `frozen_suffix`'s output instead."""
         m = self.model
-        for block in m.blocks[self.n:]:
-            tokens = block(tokens)
+        if not self.head_only:
+            for block in m.blocks[self.n:]:
+                tokens = block(tokens)
         return m.forward_head(m.norm(tokens))
+
+    @torch.no_grad()
+    def frozen_suffix(self, tokens):
+        """The CLS token after the (frozen) blocks N..: all a head-only model reads, as the norm works token by
+        token and the head pools the CLS token."""
+        for block in self.model.blocks[self.n:]:
+            tokens = block(tokens)
+        return tokens[:, :1]
 
     def frozen_fingerprint(self):
         h = hashlib.sha256()
@@ -155,6 +170,15 @@ def cached_activations(split_model, rows, config, cache_dir, name, batch_size, n
     return np.load(path, mmap_mode="r")
 
 
+def cls_tokens(split_model, array, batch_size, name):
+    """[rows, 1, dim]: the frozen suffix's CLS token for every cached row (in memory: 1.5 kB a row)."""
+    start = time.time()
+    out = np.concatenate([split_model.frozen_suffix(torch.from_numpy(np.array(array[i:i + batch_size]))).numpy()
+                          for i in tqdm(range(0, len(array), batch_size), desc=f"frozen blocks, {name}", leave=False)])
+    print(f"{name}: CLS tokens of {len(out)} rows through the frozen blocks in {time.time() - start:.0f} s")
+    return out
+
+
 class Activations(torch.utils.data.Dataset):
     def __init__(self, array, labels):
         self.array, self.labels = array, labels
@@ -190,10 +214,13 @@ def run(data_args, model_args, train_args, cache_args, command=""):
     model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained,
                          drop_rate=model_args.drop_rate, init_from=None if train_args.resume else model_args.init_from)
     config = data_config_of(model)
-    split_model = Split(model, cache_args.freeze_blocks).eval()
+    split_model = Split(model, cache_args.freeze_blocks, head_only=cache_args.head_only).eval()
     activations = {name: cached_activations(split_model, rows, config, cache_args.cache_dir, name,
                                             train_args.batch_size, train_args.num_workers)
                    for name, rows in splits.items()}
+    if cache_args.head_only:
+        activations = {name: cls_tokens(split_model, array, train_args.batch_size, name)
+                       for name, array in activations.items()}
     sets = {name: Activations(activations[name], np.asarray(rows["label"])) for name, rows in splits.items()}
     weights = ImageDataset(splits["train"], config, balance_sources=data_args.balance_sources).row_weights
     loaders = {name: make_loader(ds, train_args, shuffle=name == "train") for name, ds in sets.items()}
