@@ -1,0 +1,156 @@
+"""Stack trained detectors into the ensemble by fitting its combiner on held-out predictions: no image is trained on.
+
+    python -m train.stack --data ../shared/data/faces140k ... --model ensemble \\
+        --members models/efficientnet-lite2 runs/dinov2-vits14 --flip-tta --splits-from models/efficientnet-lite2 \\
+        --output runs/ensemble
+
+The ensemble's logits combiner is a linear layer over its members' logits (modeling_deepfake_ensemble.py):
+a handful of numbers. `python -m train --model ensemble` fits it by a training epoch over every train image, which
+runs every member on every image (~40 min on 2 CPU cores for two CNNs, far more with a ViT member), and on
+images the members were trained on, whose logits are over-confident. Here the members score the validation and
+test splits of their own run once (`--splits-from`, the rows and face boxes they were trained and tested with),
+through the ensemble itself (its resizing, its flips), and
+
+  1. the combiner is fitted (logistic regression, L-BFGS) on a seeded, label-stratified `--fit-fraction` of the
+     validation split, which the members never trained on;
+  2. the rest of validation is the ensemble's validation split: finish() (train/loop.py) fits the temperature and
+     the verdict thresholds there, then scores test, robustness and writes the Hub folder, as for every run.
+
+So the test split is never seen, and neither half of validation is used twice.
+"""
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from deepfake_detector.images import DataError
+from deepfake_detector.layout import write_json
+from deepfake_detector.models import ENSEMBLE, create_model, data_config_of
+from train import evaluate as ev
+from train.config import CONFIG_CLASSES, as_dict, output_paths, parse_args
+from train.data import ImageDataset, splits_from_run
+from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader
+
+
+@dataclass
+class StackArguments:
+    splits_from: str = field(default=None, metadata={
+        "help": "A finished run (its splits.json) whose validation and test rows the members are scored on: "
+                "the members' own run, so none of them has trained on those images"})
+    fit_fraction: float = field(default=0.5, metadata={
+        "help": "Share of the validation split the combiner is fitted on; the rest calibrates and sets thresholds"})
+    l2: float = field(default=1e-3, metadata={"help": "L2 penalty on the combiner's weights"})
+
+
+def main(argv=None):
+    data_args, model_args, train_args, stack_args = parse_args(argv, classes=(*CONFIG_CLASSES, StackArguments),
+                                                               prog="python -m train.stack")
+    try:
+        run(data_args, model_args, train_args, stack_args,
+            command="python -m train.stack " + " ".join(sys.argv[1:] if argv is None else argv))
+    except DataError as e:
+        print(f"train.stack: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def fit_split(labels, sources, fraction, seed):
+    """Indices of a `fraction` of the rows, the same share of every (source, label) group; and the rest."""
+    rng = np.random.default_rng(seed)
+    fit = []
+    for group in sorted(set(zip(sources, labels))):
+        rows = np.flatnonzero((sources == group[0]) & (labels == group[1]))
+        fit.extend(rng.permutation(rows)[:round(len(rows) * fraction)])
+    fit = np.sort(np.asarray(fit, dtype=int))
+    return fit, np.setdiff1d(np.arange(len(labels)), fit)
+
+
+@torch.no_grad()
+def member_logits(ensemble, loader, name):
+    """[rows, members × 2] logits of every member as the ensemble computes them (flip-averaged with flip_tta:
+    exact, as the combiner is linear), and the labels."""
+    parts, labels = [], []
+    for pixels, y, _ in tqdm(loader, desc=f"members on {name}", leave=False):
+        views = [pixels, pixels.flip(-1)] if ensemble.config.flip_tta else [pixels]
+        per_view = [torch.cat([member(x) for member, x in zip(ensemble.members, ensemble.member_inputs(v))], 1)
+                    for v in views]
+        parts.append(torch.stack(per_view).mean(0))
+        labels.append(y)
+    return torch.cat(parts), torch.cat(labels)
+
+
+def fit_combiner(combiner, x, y, l2):
+    """Multinomial logistic regression on the members' logits, from the plain average (the combiner's init)."""
+    optimizer = torch.optim.LBFGS(combiner.parameters(), lr=1, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(combiner(x), y) + l2 * combiner.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(combiner(x), y))
+
+
+def run(data_args, model_args, train_args, stack_args, command=""):
+    if model_args.model != ENSEMBLE or model_args.combine != "logits":
+        raise DataError("python -m train.stack fits an ensemble's logits combiner: pass --model ensemble "
+                        "--members FOLDER ... (and --combine logits, the default).")
+    if not stack_args.splits_from:
+        raise DataError("pass --splits-from the members' run (its splits.json), so the members are scored on "
+                        "images none of them trained on.")
+    if not 0 < stack_args.fit_fraction < 1:
+        raise DataError(f"--fit-fraction takes a share between 0 and 1, not {stack_args.fit_fraction}.")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    work, final = output_paths(train_args.output)
+    run_config = {**as_dict(data_args, model_args, train_args, stack_args), "command": command}
+    check_output(work, final, train_args, run_config)
+    set_seed(train_args.seed)
+    splits, scrub_report, counts = splits_from_run(stack_args.splits_from)
+    model = create_model(ENSEMBLE, members=model_args.members, combine="logits", flip_tta=model_args.flip_tta).eval()
+    config = data_config_of(model)
+    loaders = {name: make_loader(ImageDataset(splits[name], config), train_args, shuffle=False)
+               for name in ("validation", "test")}
+    start = time.time()
+    x_val, y_val = member_logits(model, loaders["validation"], "validation")
+    x_test, y_test = member_logits(model, loaders["test"], "test")
+    scored_s = time.time() - start
+    fit, rest = fit_split(y_val.numpy(), np.asarray(splits["validation"]["source"]), stack_args.fit_fraction,
+                          train_args.seed)
+    fit_loss = fit_combiner(model.combiner, x_val[fit], y_val[fit], stack_args.l2)
+    with torch.no_grad():
+        val_logits, test_logits = model.combiner(x_val[rest]).numpy(), model.combiner(x_test).numpy()
+    val = ev.classification_metrics(y_val[rest].numpy(), ev.fake_probability_of(val_logits))
+    print(f"combiner fitted on {len(fit)} validation images (loss {fit_loss:.4f}); on the other {len(rest)}: "
+          f"accuracy {val['accuracy']:.4f}, AUC {val['auc']:.4f}; weights {model.combiner.weight.detach().numpy().round(3).tolist()}")
+
+    os.makedirs(os.path.join(work, CHECKPOINT))
+    write_json(os.path.join(work, RUN_CONFIG), run_config)
+    save_file(cpu_state_dict(model), os.path.join(work, BEST))
+    splits = {**splits, "validation": splits["validation"].select(rest)}
+    datasets = {name: ImageDataset(rows, config) for name, rows in splits.items()}
+    state = {"epoch": 1, "best_epoch": 1, "best_score": val["auc"], "stale_epochs": 0, "train_seconds": scored_s,
+             "train_images": len(splits["validation"]) + len(fit) + len(splits["test"]),
+             "history": [{"epoch": 1, "train_loss": fit_loss, "val_loss": float(torch.nn.functional.cross_entropy(
+                 torch.as_tensor(val_logits), y_val[rest])), "val_accuracy": val["accuracy"], "val_auc": val["auc"],
+                 "lr": 1.0, "seconds": time.time() - start}]}
+    precomputed = {"validation": (val_logits, y_val[rest].numpy(), np.arange(len(rest))),
+                   "test": (test_logits, y_test.numpy(), np.arange(len(y_test)))}
+    image_loaders = {name: make_loader(ds, train_args, shuffle=False) for name, ds in datasets.items()}
+    return finish(model, accelerator, datasets, image_loaders, splits, state, run_config, scrub_report, counts, work,
+                  final, train_args, precomputed=precomputed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
