@@ -2,10 +2,16 @@
 
     python bench/leave_one_source_out.py --data ../shared/data/faces140k ... --output bench/out/loso
 
+    python bench/leave_one_source_out.py --backbone dinov2-vits14 --splits-from models/efficientnet-lite2 ...
+
 Fine-tuning the shipped pretrained CNN once per held-out source costs ~1 h each on 2 CPU cores, so this runs
-the check on its cheap proxy: frozen ImageNet EfficientNet-Lite2 features (mean and std of every stage, where
-../shared/notes/pretrained-weights.md found the real/fake signal) with a logistic-regression head, on the
-same face crops and the same seeded splits as the training run (`python -m train --crop-faces --seed 0`).
+the check on its cheap proxy: frozen pretrained features with a logistic-regression head, on the same face
+crops and the same seeded splits as the training run (`python -m train --crop-faces --seed 0`, or the rows of
+a finished run with --splits-from). The backbones:
+  - efficientnet-lite2: ImageNet EfficientNet-Lite2, mean and std of every stage (where
+    ../shared/notes/pretrained-weights.md found the real/fake signal);
+  - dinov2-vits14: DINOv2 ViT-S/14, the CLS token and the mean patch token after blocks 10, 11 and the final
+    norm, from the activations `python -m train.cached --freeze-blocks 10` cached (computed here if missing).
 Features are extracted once and cached in --output.
 
 For each source S, and for each collection of real portraits inside `sd-people` (its file names say which):
@@ -25,8 +31,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from deepfake_detector.models import MODELS, create_model, data_config
-from train.data import ImageDataset, find_faces, load_sources, scrub, split
+from deepfake_detector.models import MODELS, create_model, data_config, data_config_of
+from train.data import ImageDataset, find_faces, load_sources, scrub, split, splits_from_run
 
 FAKE = 0
 
@@ -63,6 +69,26 @@ def stage_features(rows, image_size, batch_size=64):
     return np.concatenate(features)
 
 
+@torch.no_grad()
+def dinov2_features(rows, name, batch_size=64):
+    from train.cached import CACHE, Split, cached_activations
+
+    model = create_model("dinov2-vits14", pretrained=True).eval()
+    split_model = Split(model, 10).eval()
+    cached = cached_activations(split_model, rows, data_config_of(model), CACHE, name, batch_size, 1)
+    features, start = [], time.time()
+    for i in range(0, len(rows), batch_size):
+        if i % (batch_size * 20) == 0:
+            print(f"dinov2 features, {name}: {i}/{len(rows)} images, {time.time() - start:.0f} s", flush=True)
+        tokens = torch.from_numpy(np.array(cached[i:i + batch_size]))
+        layers = [tokens]
+        for block in model.blocks[10:]:
+            layers.append(block(layers[-1]))
+        layers[-1] = model.norm(layers[-1])
+        features.append(torch.cat([torch.cat([x[:, 0], x[:, 1:].mean(1)], 1) for x in layers], 1).numpy())
+    return np.concatenate(features)
+
+
 def fit(x, y):
     head = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
     return head.fit(x, y)
@@ -75,32 +101,114 @@ def score(head, x, y):
     return accuracy, auc, float((p_fake >= 0.5).mean())
 
 
+# The generator family of each shared set's fakes (train/sources.toml names the families of the larger pool).
+FAMILY = {"faces140k": "StyleGAN", "faces140k-extra": "StyleGAN", "ciplab": "Photoshop", "stylegan2-thumbs": "StyleGAN2",
+          "lfw-faceswap": "face swap", "sd-people": "diffusion"}
+
+
+def balanced(sources):
+    counts = {s: (sources == s).sum() for s in set(sources)}
+    w = np.array([1.0 / counts[s] for s in sources])
+    return w * len(w) / w.sum()
+
+
+def fit_weighted(x, classes, weights=None):
+    head = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
+    return head.fit(x, classes, logisticregression__sample_weight=weights)
+
+
+def p_fake_of(head, x, is_fake):
+    """P(fake) of a head over any classes: the summed probability of its fake classes."""
+    probabilities = head.predict_proba(x)
+    return probabilities[:, [is_fake(c) for c in head.classes_]].sum(1)
+
+
+def family_designs(feats, full, test, sources):
+    """Family-aware designs on the same frozen features, scored per source on test: which keeps the specialists'
+    accuracy with the pool's breadth?"""
+    x, y = feats["train_full"], np.asarray(full["train"]["label"])
+    s = np.asarray(full["train"]["source"])
+    x_test, y_test, s_test = feats["test"], np.asarray(test["label"]), np.asarray(test["source"])
+    x_val, y_val, s_val = feats["validation"], np.asarray(full["validation"]["label"]), np.asarray(full["validation"]["source"])
+    fake = lambda c: c == FAKE  # noqa: E731
+    families = np.array([FAMILY.get(src, src) for src in s])
+    designs = {}
+    start = time.time()
+    designs["pooled, natural sampling"] = p_fake_of(fit_weighted(x, y), x_test, fake)
+    designs["pooled, source-balanced"] = p_fake_of(fit_weighted(x, y, balanced(s)), x_test, fake)
+    by_family = np.where(y == FAKE, families, "real")
+    designs["real + a class per fake family"] = p_fake_of(fit_weighted(x, by_family, balanced(s)), x_test,
+                                                          lambda c: c != "real")
+    by_source = np.array([f"{src}/{label}" for src, label in zip(s, y)])
+    designs["a class per source and label"] = p_fake_of(fit_weighted(x, by_source, balanced(s)), x_test,
+                                                        lambda c: c.endswith(f"/{FAKE}"))
+    experts = {src: fit_weighted(x[s == src], y[s == src]) for src in sources}
+    logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))  # noqa: E731
+    expert_scores = lambda feats_: np.stack([logit(p_fake_of(experts[src], feats_, fake)) for src in sources], 1)  # noqa: E731
+    combiner = fit_weighted(expert_scores(x_val), y_val, balanced(s_val))
+    designs["experts per source + combiner (fit on validation)"] = p_fake_of(combiner, expert_scores(x_test), fake)
+    specialist = np.zeros(len(y_test))
+    for src in sources:  # the reference: each source scored by the expert trained on it alone
+        specialist[s_test == src] = p_fake_of(experts[src], x_test[s_test == src], fake)
+    designs["specialist (each source's own expert)"] = specialist
+    print(f"\nfamily-aware designs on frozen features (fitted in {time.time() - start:.0f} s): test accuracy at 0.5 "
+          f"(AUC) per source")
+    print(f"{'design':>50} | " + " | ".join(f"{src[:16]:>16}" for src in sources) + f" | {'all':>13}")
+    for name, p in designs.items():
+        cells = []
+        for src in sources:
+            m = s_test == src
+            cells.append(f"{((p[m] >= 0.5) == (y_test[m] == FAKE)).mean():.3f} ({roc_auc_score(y_test[m] == FAKE, p[m]):.3f})")
+        overall = f"{((p >= 0.5) == (y_test == FAKE)).mean():.3f} ({roc_auc_score(y_test == FAKE, p):.3f})"
+        print(f"{name:>50} | " + " | ".join(f"{c:>16}" for c in cells) + f" | {overall:>13}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--data", nargs="+")
     parser.add_argument("--min-size", type=int, default=128)
-    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--image-size", type=int, default=160, help="efficientnet-lite2's input size")
+    parser.add_argument("--backbone", choices=["efficientnet-lite2", "dinov2-vits14"], default="efficientnet-lite2")
+    parser.add_argument("--splits-from", help="the rows and face boxes of a finished run (its splits.json) instead "
+                                              "of scrubbing --data again")
     parser.add_argument("--output", default="bench/out/loso")
     parser.add_argument("--train-per-source", type=int, default=800,
                         help="Train images per source (a seeded sample of its train split): the proxy needs no more")
     args = parser.parse_args()
     os.makedirs(args.output, exist_ok=True)
 
-    kept, _ = scrub(load_sources(args.data), min_size=args.min_size)
-    kept, _ = find_faces(kept)
-    splits = split(kept, seed=0)
+    if args.splits_from:
+        splits = splits_from_run(args.splits_from)[0]
+    elif args.data:
+        kept, _ = scrub(load_sources(args.data), min_size=args.min_size)
+        kept, _ = find_faces(kept)
+        splits = split(kept, seed=0)
+    else:
+        parser.error("pass --data folders or --splits-from a finished run")
     rng = np.random.default_rng(0)
     sources = np.asarray(splits["train"]["source"])
     sample = np.sort(np.concatenate([rng.permutation(np.flatnonzero(sources == s))[:args.train_per_source]
                                      for s in sorted(set(sources))]))
     splits["train"] = splits["train"].select(sample)
-    cache = os.path.join(args.output, f"features-{args.image_size}.npz")
+    tag = f"{args.image_size}" if args.backbone == "efficientnet-lite2" else args.backbone
+    cache = os.path.join(args.output, f"features-{tag}{'-' + os.path.basename(args.splits_from) if args.splits_from else ''}.npz")
     names = {}
     if os.path.isfile(cache):
         loaded = np.load(cache)
-        feats = {name: loaded[name] for name in ("train", "test")}
+        feats = {name: loaded[name] for name in loaded.files}
     else:
-        feats = {name: stage_features(splits[name], args.image_size) for name in ("train", "test")}
+        if args.backbone == "dinov2-vits14" and args.splits_from:
+            # The cache holds the whole train split (train.cached's); the sample is a selection of it. The whole
+            # split and validation are kept for the family-aware designs below.
+            full = splits_from_run(args.splits_from)[0]
+            feats = {"train_full": dinov2_features(full["train"], "train"),
+                     "validation": dinov2_features(full["validation"], "validation"),
+                     "test": dinov2_features(splits["test"], "test")}
+            feats["train"] = feats["train_full"][sample]
+        elif args.backbone == "dinov2-vits14":
+            feats = {name: dinov2_features(splits[name], name) for name in ("train", "test")}
+        else:
+            feats = {name: stage_features(splits[name], args.image_size) for name in ("train", "test")}
         np.savez(cache, **feats)
     for name in ("train", "test"):
         rows = splits[name]
@@ -129,6 +237,9 @@ def main():
         out = fit(feats["train"][keep], y["train"][keep])
         print(f"{name:>26} {test.sum():>5} | {score(everything, feats['test'][test], y['test'][test])[2]:>23.3f} | "
               f"{score(out, feats['test'][test], y['test'][test])[2]:>22.3f}")
+
+    if "train_full" in feats:
+        family_designs(feats, splits_from_run(args.splits_from)[0], splits["test"], sorted(set(src["test"])))
 
 
 if __name__ == "__main__":
