@@ -8,7 +8,7 @@ Layout (as gradio's `demo/blocks_xray`): thin handlers first — `detect`, `prov
 then `build_demo(models)`, one `gr.Blocks` with a tab per feature and an `api_name` on every event. Every
 endpoint is also an MCP tool for AI agents (`launch(mcp_server=True)`), described by its handler's docstring. The
 file's own account of its origin (`provenance`: C2PA credentials, generator metadata) is shown beside the pixel
-verdict and never changes it, so the image events hand the core the uploaded file itself, not decoded pixels. The
+verdict and never changes it, so the image events hand the core the uploaded file itself, not decoded pixels. The work
 they call lives in the core (`deepfake_detector`): models load once through `inference.load_detectors`, every
 upload goes through `inputs.read_image`, summaries, tables and help texts come from `report`, and a `DataError`
 anywhere becomes a `gr.Error` with its one sentence, never a stack trace. `build_demo` takes any {name: folder},
@@ -72,11 +72,13 @@ def user_errors(function):
 
 
 # The docstrings below are also the MCP tool descriptions an AI agent reads (gradio parses Args: and Returns:).
+# Each Returns: is one long line: gradio joins the lines after it with commas.
 
 
 @user_errors
 def detect(detectors, image, model_name, fake_threshold, real_threshold):
-    """Judge whether each face in a photo is real or AI-generated / manipulated (a deepfake), and read what the file says about its own origin.
+    """Judge whether each face in a photo is real or AI-generated / manipulated (a deepfake), and read what the file
+    says about its own origin.
 
     Every face is found, cropped and scored by one detector model: a calibrated P(fake) and a verdict (fake, real
     or uncertain) at two thresholds. Separately, the file's content credentials (C2PA, with their signature
@@ -105,7 +107,9 @@ def detect(detectors, image, model_name, fake_threshold, real_threshold):
 
 @user_errors
 def provenance(detectors, image):
-    """Read what an image file says about its own origin, without any model: C2PA content credentials (signer, claim generator, actions, IPTC digital source type, and whether the signature validates) and generator metadata (Stable Diffusion / ComfyUI PNG parameters, XMP, EXIF).
+    """Read what an image file says about its own origin, without any model: C2PA content credentials (signer, claim
+    generator, actions, IPTC digital source type, and whether the signature validates) and generator metadata
+    (Stable Diffusion / ComfyUI PNG parameters, XMP, EXIF).
 
     Signature is "valid" (validates, trusted certificate), "untrusted" (validates, unknown certificate: who signed
     is not verified), "invalid" (changed after signing, damaged or forged) or "none". Unsigned metadata is easily
@@ -123,7 +127,8 @@ def provenance(detectors, image):
 
 @user_errors
 def compare(detectors, image):
-    """Score the main face of a photo with every detector model at once and say whether they agree (real, fake or uncertain each).
+    """Score the main face of a photo with every detector model at once and say whether they agree (real, fake or
+    uncertain each).
 
     Args:
         image: The photo (URL or base64 data URL); the largest face is used, the whole image when none is found.
@@ -162,7 +167,8 @@ def explain_lime(detectors, image, model_name, num_samples=explain.LIME_SAMPLES,
 
 @user_errors
 def explain_gradcam(detectors, image, model_name):
-    """Explain a detector's verdict on the main face with Grad-CAM (one backward pass, fast): a heat map of where the model looked when it scored the face as fake.
+    """Explain a detector's verdict on the main face with Grad-CAM (one backward pass, fast): a heat map of where the
+    model looked when it scored the face as fake.
 
     For the ensemble: all members through its combiner, then each member's share.
 
@@ -182,7 +188,8 @@ def explain_gradcam(detectors, image, model_name):
 
 @user_errors
 def inside_model(detectors, image, model_name, layer_name):
-    """Show what one layer of a detector sees on the main face (its most active feature maps) and where each stage looks.
+    """Show what one layer of a detector sees on the main face (its most active feature maps) and where each stage
+    looks.
 
     Args:
         image: The photo (URL or base64 data URL); the largest face is used.
@@ -225,7 +232,8 @@ def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progres
 
 @user_errors
 def batch(detectors, files, model_name, progress=gr.Progress()):
-    """Score many images at once (up to 100): each file's verdict at the model's default thresholds, and what each file says about its own origin (content credentials, generator metadata), in separate columns.
+    """Score many images at once (up to 100): each file's verdict at the model's default thresholds, and what each file
+    says about its own origin (content credentials, generator metadata), in separate columns.
 
     A file that cannot be read gets its error in its row; the rest are scored.
 
@@ -242,7 +250,8 @@ def batch(detectors, files, model_name, progress=gr.Progress()):
 
 
 def model_cards(detectors):
-    """Describe the detector models this app serves: their names, where each was loaded from, test metrics, training data, licence, limitations and Hub links.
+    """Describe the detector models this app serves: their names, where each was loaded from, test metrics, training
+    data, licence, limitations and Hub links.
 
     Returns:
         markdown with one column per model and the limitations they share.

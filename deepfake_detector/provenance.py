@@ -201,7 +201,8 @@ def _c2pa_report(report):
     name, organisation = info.get("common_name") or "", info.get("issuer") or ""
     signer = f"{name} ({organisation})" if name and organisation and name != organisation else name or organisation
     generator = _claim_generator(manifest)
-    actions = [a for assertion in manifest.get("assertions", []) if assertion.get("label", "").startswith("c2pa.actions")
+    actions = [a for assertion in manifest.get("assertions", [])
+               if assertion.get("label", "").startswith("c2pa.actions")  # c2pa.actions and c2pa.actions.v2
                for a in (assertion.get("data") or {}).get("actions", [])]
     source_types = [a["digitalSourceType"].rsplit("/", 1)[-1] for a in actions if a.get("digitalSourceType")]
     known = [SOURCE_TYPES[s] for s in source_types if s in SOURCE_TYPES]
@@ -298,7 +299,8 @@ def _generated(kind, generator, what, model, details, said=""):
     """Unsigned metadata that says a generation tool made the file."""
     summary = (f"The file carries {what}{' (' + said + ')' if said else ''}: a generation tool wrote this, cameras "
                "never do. Unsigned: easily added or removed.")
-    return Provenance(kind, "ai-generated", "moderate", "none", summary, f"{generator} ({model})" if model else generator,
+    name = f"{generator} ({model})" if model else generator
+    return Provenance(kind, "ai-generated", "moderate", "none", summary, name,
                       details=details)
 
 

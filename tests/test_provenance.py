@@ -71,7 +71,8 @@ def test_signed_camera_credentials_say_camera(files):
 def test_tampered_pixels_fail_validation(files, root_pem):
     for anchors in (None, root_pem):  # trusted or not, changed pixels are "invalid"
         p = read_provenance(files["c2pa-tampered.jpg"], trust_anchors=anchors)
-        assert (p.kind, p.signature, p.strength, p.details["validation_state"]) == ("c2pa", "invalid", "weak", "Invalid")
+        state = p.details["validation_state"]
+        assert (p.kind, p.signature, p.strength, state) == ("c2pa", "invalid", "weak", "Invalid")
         assert "assertion.dataHash.mismatch" in codes(p)
     assert p.summary == (f"Content credentials signed by {SIGNER} are present but fail validation: the image was "
                          "changed after it was signed. They say this image was created by an AI model (claim "
