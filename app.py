@@ -3,9 +3,12 @@
     python app.py                      # http://127.0.0.1:7860, on the models of models/models.json
     python app.py --model xception=runs/xception --model tuned-cnn=runs/tuned-cnn     # on your own runs
 
-Layout (as gradio's `demo/blocks_xray`): thin handlers first — `detect`, `compare`, `explain_lime`,
+Layout (as gradio's `demo/blocks_xray`): thin handlers first — `detect`, `provenance`, `compare`, `explain_lime`,
 `explain_gradcam`, `inside_model`, `video`, `batch`, `model_cards`, each taking the loaded `detectors` first —
-then `build_demo(models)`, one `gr.Blocks` with a tab per feature and an `api_name` on every event. The work
+then `build_demo(models)`, one `gr.Blocks` with a tab per feature and an `api_name` on every event. Every
+endpoint is also an MCP tool for AI agents (`launch(mcp_server=True)`), described by its handler's docstring. The
+file's own account of its origin (`provenance`: C2PA credentials, generator metadata) is shown beside the pixel
+verdict and never changes it, so the image events hand the core the uploaded file itself, not decoded pixels. The work
 they call lives in the core (`deepfake_detector`): models load once through `inference.load_detectors`, every
 upload goes through `inputs.read_image`, summaries, tables and help texts come from `report`, and a `DataError`
 anywhere becomes a `gr.Error` with its one sentence, never a stack trace. `build_demo` takes any {name: folder},
@@ -29,12 +32,13 @@ from deepfake_detector.images import DataError
 from deepfake_detector.inference import (BATCH_COLUMNS, choose, compare_models, default_model, load_detectors,
                                          load_in_background, main_face, score_faces, score_files)
 from deepfake_detector.inputs import (BATCH_MAX_FILES, check_files, check_range, check_thresholds, frame_count,
-                                      read_image)
+                                      read_image, upload_source)
+from deepfake_detector.provenance import read_provenance
 from deepfake_detector.render import (compare_chart, draw_scored, images_as_files, info_markdown, stack_images,
                                       suspicious_frames, write_csv)
-from deepfake_detector.report import (BATCH_TABLE, COMPARE_COLUMNS, DETECT_COLUMNS, HOW_VERDICT, HOW_VIDEO,
-                                      VIDEO_COLUMNS, batch_summary, compare_summary, detect_summary, lime_help,
-                                      video_summary)
+from deepfake_detector.report import (BATCH_TABLE, COMPARE_COLUMNS, DETECT_COLUMNS, HOW_PROVENANCE, HOW_VERDICT,
+                                      HOW_VIDEO, VIDEO_COLUMNS, batch_summary, compare_summary, detect_summary,
+                                      lime_help, provenance_markdown, video_summary)
 from deepfake_detector.video import VIDEO_MAX_MB, VIDEO_MAX_SECONDS, read_video_frames, score_video
 
 ROOT = Path(__file__).resolve().parent
@@ -45,7 +49,9 @@ VIDEO_SAMPLES = (4, 64, 16)
 # Two requests at a time: the Space has 2 CPU cores and each request uses both. LIME, video and batch also have
 # their own limit of one (concurrency_id), so they cannot starve quick detections.
 QUEUE_OPTIONS = {"default_concurrency_limit": 2, "max_size": 64}
-LAUNCH_OPTIONS = {"theme": gr.themes.Soft(), "max_file_size": "200mb"}  # 200 MB: our own limits say it better
+# 200 MB: our own limits say it better. mcp_server: every public endpoint is also an MCP tool for AI agents, at
+# /gradio_api/mcp/ (streamable HTTP) and /gradio_api/mcp/sse; each handler's docstring is its tool description.
+LAUNCH_OPTIONS = {"theme": gr.themes.Soft(), "max_file_size": "200mb", "mcp_server": True}
 logger = logging.getLogger(__name__)
 
 
@@ -65,19 +71,71 @@ def user_errors(function):
 # The features, as thin handlers over the core
 
 
+# The docstrings below are also the MCP tool descriptions an AI agent reads (gradio parses Args: and Returns:).
+# Each Returns: is one long line: gradio joins the lines after it with commas.
+
+
 @user_errors
 def detect(detectors, image, model_name, fake_threshold, real_threshold):
-    """Every face in the image scored by one model -> (annotated image, summary markdown, per-face table)."""
-    img = read_image(image)
+    """Judge whether each face in a photo is real or AI-generated / manipulated (a deepfake), and read what the file
+    says about its own origin.
+
+    Every face is found, cropped and scored by one detector model: a calibrated P(fake) and a verdict (fake, real
+    or uncertain) at two thresholds. Separately, the file's content credentials (C2PA, with their signature
+    checked) and generator metadata (Stable Diffusion / ComfyUI parameters, IPTC digital source type, EXIF) are
+    read. The verdict comes from the pixels alone; the provenance is reported beside it and never changes it.
+    Absence of metadata proves nothing. A score is a probability, not proof.
+
+    Args:
+        image: The photo, as the original file (URL or base64 data URL): re-encoding it loses its credentials.
+        model_name: Which detector to use; model_cards describes them (default: the one with the best test AUC).
+        fake_threshold: P(fake) at or above which a face is called fake (model_thresholds gives the model's own).
+        real_threshold: P(fake) at or below which a face is called real; between the two it is uncertain.
+
+    Returns:
+        the photo with each face boxed and labelled, a markdown summary of the verdicts, a table with one row per face, the provenance in plain words, and the provenance as JSON (kind, hint, strength, signature, summary, details with c2pa's validation status).
+    """
+    source = upload_source(image)
+    img = read_image(source)
     detector = choose(detectors, model_name)
     s = score_faces(detector, img, check_thresholds(fake_threshold, real_threshold))
     summary, table = detect_summary(s, detector, frame_count(image))
-    return draw_scored(img, s.faces, s.p_fake, s.thresholds), summary, table
+    p = read_provenance(source)
+    return draw_scored(img, s.faces, s.p_fake, s.thresholds), summary, table, provenance_markdown(p, s.verdicts), \
+        p.as_dict()
+
+
+@user_errors
+def provenance(detectors, image):
+    """Read what an image file says about its own origin, without any model: C2PA content credentials (signer, claim
+    generator, actions, IPTC digital source type, and whether the signature validates) and generator metadata
+    (Stable Diffusion / ComfyUI PNG parameters, XMP, EXIF).
+
+    Signature is "valid" (validates, trusted certificate), "untrusted" (validates, unknown certificate: who signed
+    is not verified), "invalid" (changed after signing, damaged or forged) or "none". Unsigned metadata is easily
+    added or removed, and most sites strip it: no metadata proves nothing. Use detect for the pixel verdict.
+
+    Args:
+        image: The original image file (URL or base64 data URL); a screenshot or re-encoded copy has lost it all.
+
+    Returns:
+        the provenance in plain words (markdown), and as JSON: kind, hint (ai-generated, ai-edited, edited, camera, unknown), strength (none, weak, moderate, strong), signature, summary, generator, signer, details.
+    """
+    p = read_provenance(upload_source(image))
+    return provenance_markdown(p), p.as_dict()
 
 
 @user_errors
 def compare(detectors, image):
-    """The image's main face through every model -> (summary markdown, chart, table), the most suspicious first."""
+    """Score the main face of a photo with every detector model at once and say whether they agree (real, fake or
+    uncertain each).
+
+    Args:
+        image: The photo (URL or base64 data URL); the largest face is used, the whole image when none is found.
+
+    Returns:
+        a markdown summary of the agreement, a bar chart of P(fake) per model, and a table (model, P(fake), verdict, its thresholds, time), the most suspicious first.
+    """
     crop, what = main_face(read_image(image))
     summary, rows, table = compare_summary(compare_models(detectors, crop), detectors, what, frame_count(image))
     return summary, compare_chart(rows), table
@@ -85,7 +143,19 @@ def compare(detectors, image):
 
 @user_errors
 def explain_lime(detectors, image, model_name, num_samples=explain.LIME_SAMPLES, progress=gr.Progress()):
-    """LIME on the main face -> (overlay, markdown). More samples: steadier regions, proportionally slower."""
+    """Explain a detector's verdict on the main face with LIME: which regions of the face push it towards fake or real.
+
+    Slow: each sample is one pass through the model (the default takes seconds on a CPU). For a quick map, use
+    explain_gradcam.
+
+    Args:
+        image: The photo (URL or base64 data URL); the largest face is explained.
+        model_name: Which detector to explain.
+        num_samples: Perturbed images to score (20 to 1000): more is steadier and proportionally slower.
+
+    Returns:
+        the face with the regions that raise P(fake) and those that lower it marked, and markdown with P(fake), the fit's R² and the time.
+    """
     img = read_image(image)
     detector = choose(detectors, model_name)
     num_samples = check_range(num_samples, LIME_SAMPLES[0], LIME_SAMPLES[1], "The number of LIME samples")
@@ -97,8 +167,18 @@ def explain_lime(detectors, image, model_name, num_samples=explain.LIME_SAMPLES,
 
 @user_errors
 def explain_gradcam(detectors, image, model_name):
-    """Grad-CAM (one backward pass) on the main face -> (gallery, markdown). For the ensemble: all members
-    through its combiner, then each member's share."""
+    """Explain a detector's verdict on the main face with Grad-CAM (one backward pass, fast): a heat map of where the
+    model looked when it scored the face as fake.
+
+    For the ensemble: all members through its combiner, then each member's share.
+
+    Args:
+        image: The photo (URL or base64 data URL); the largest face is explained.
+        model_name: Which detector to explain.
+
+    Returns:
+        a gallery of heat maps over the face (one per ensemble member after the combined one), and markdown with P(fake) and each member's contribution.
+    """
     img = read_image(image)
     detector = choose(detectors, model_name)
     crop, note = main_face(img)
@@ -108,8 +188,17 @@ def explain_gradcam(detectors, image, model_name):
 
 @user_errors
 def inside_model(detectors, image, model_name, layer_name):
-    """What one layer sees (its most active feature maps; one block per ensemble member) and where every stage
-    looks -> (two images). `layer_name` is one of explain.LAYER_DEPTHS, valid for every model."""
+    """Show what one layer of a detector sees on the main face (its most active feature maps) and where each stage
+    looks.
+
+    Args:
+        image: The photo (URL or base64 data URL); the largest face is used.
+        model_name: Which detector to look inside.
+        layer_name: One of stem, stage 1, stage 2, stage 3, stage 4 (valid for every model).
+
+    Returns:
+        an image of the layer's most active feature maps (one block per ensemble member), and an overlay of where every stage looks on the face.
+    """
     img = read_image(image)
     detector = choose(detectors, model_name)
     crop, _ = main_face(img)
@@ -119,8 +208,20 @@ def inside_model(detectors, image, model_name, layer_name):
 
 @user_errors
 def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progress=gr.Progress()):
-    """Sample frames, find faces, score each -> (summary, P(fake)-over-time data, per-frame table, top frames).
-    See deepfake_detector/video.py for why the clip's score is the mean of its `top_k` most suspicious frames."""
+    """Judge whether a short video clip (at most 60 s, 50 MB) shows a real or a deepfake face, frame by frame.
+
+    Frames are sampled evenly, each scored as its most suspicious face; the clip's P(fake) is the mean of its top_k
+    most suspicious frames (a fake may show in a few frames only; see deepfake_detector/video.py).
+
+    Args:
+        path: The clip (URL or base64 data URL): MP4, WebM, MOV or AVI.
+        model_name: Which detector to use.
+        frames: How many frames to sample (4 to 64).
+        top_k: How many of the most suspicious frames are averaged into the clip's score (1 to frames).
+
+    Returns:
+        a markdown summary with the clip's verdict, P(fake) over time, a table per frame, and the most suspicious frames with faces boxed.
+    """
     detector = choose(detectors, model_name)
     count = check_range(frames, VIDEO_SAMPLES[0], VIDEO_SAMPLES[1], "The number of frames")
     top_k = check_range(top_k, 1, count, "Top-k")
@@ -131,14 +232,30 @@ def video(detectors, path, model_name, frames=VIDEO_SAMPLES[2], top_k=3, progres
 
 @user_errors
 def batch(detectors, files, model_name, progress=gr.Progress()):
-    """Many images -> (summary, table, CSV path). A bad file gets its error in its row; the rest are scored."""
+    """Score many images at once (up to 100): each file's verdict at the model's default thresholds, and what each file
+    says about its own origin (content credentials, generator metadata), in separate columns.
+
+    A file that cannot be read gets its error in its row; the rest are scored.
+
+    Args:
+        files: The image files (URLs or base64 data URLs).
+        model_name: Which detector to use.
+
+    Returns:
+        a markdown summary, a table (file, faces, P(fake), verdict, model, what the file says, problem), and a CSV with the same rows and every provenance field (kind, hint, strength, signature, generator, summary).
+    """
     detector = choose(detectors, model_name)
     rows = score_files(detector, progress.tqdm(check_files(files), desc="Scoring"))
     return *batch_summary(rows, detector), write_csv(rows, BATCH_COLUMNS)
 
 
 def model_cards(detectors):
-    """One section per model: where it was loaded from, test metrics, data, licence, limitations, Hub link."""
+    """Describe the detector models this app serves: their names, where each was loaded from, test metrics, training
+    data, licence, limitations and Hub links.
+
+    Returns:
+        markdown with one column per model and the limitations they share.
+    """
     return models_markdown(detectors.values())
 
 
@@ -150,6 +267,8 @@ def event(function, detectors):
     def handler(*args, **kwargs):
         return images_as_files(bound(*args, **kwargs))
 
+    # A partial has no name or docstring of its own: the MCP tool is named and described by the function's.
+    handler.__name__, handler.__qualname__, handler.__doc__ = function.__name__, function.__name__, function.__doc__
     return handler
 
 
@@ -242,10 +361,16 @@ def build_demo(models, *, repo_ids=None, load="now"):
                     annotated = gr.Image(label="Faces and verdicts", type="filepath")
                     summary = gr.Markdown(elem_id="detect-summary")
                     faces = table("Per face", DETECT_COLUMNS)
-            gr.Markdown(HOW_VERDICT)
+                    credentials = gr.Markdown(elem_id="detect-provenance")
+                    with gr.Accordion("What the file says, in full (JSON)", open=False):
+                        credentials_json = gr.JSON(show_label=False)
+            gr.Markdown(HOW_VERDICT + "\n\n" + HOW_PROVENANCE)
             model.change(event(model_thresholds, detectors), [model], [fake_t, real_t], api_name="thresholds")
-            run.click(event(detect, detectors), [image, model, fake_t, real_t], [annotated, summary, faces],
-                      api_name="detect", **raw)
+            run.click(event(detect, detectors), [image, model, fake_t, real_t],
+                      [annotated, summary, faces, credentials, credentials_json], api_name="detect", **raw)
+            # An upload's credentials at once, before (and without) any model: reading them takes milliseconds.
+            image.upload(event(provenance, detectors), [image], [credentials, credentials_json], api_name="provenance",
+                         queue=False, **raw)
 
         with gr.Tab("Compare"):
             with gr.Row():
@@ -339,6 +464,7 @@ def build_demo(models, *, repo_ids=None, load="now"):
                     summary = gr.Markdown(elem_id="batch-summary")
                     download = gr.File(label="Download the verdicts (CSV)")
             verdicts = table("Verdicts (each model's default thresholds)", list(BATCH_TABLE.values()))
+            gr.Markdown(HOW_PROVENANCE)
             run.click(event(batch, detectors), [files, model], [summary, verdicts, download], api_name="batch",
                       concurrency_limit=1, concurrency_id="heavy")
 
@@ -350,7 +476,14 @@ def build_demo(models, *, repo_ids=None, load="now"):
 
 @user_errors
 def model_thresholds(detectors, model_name):
-    """The Detect sliders' defaults for a model: its (fake, real) thresholds."""
+    """Get a detector model's own verdict thresholds (chosen on its validation set), to pass to detect.
+
+    Args:
+        model_name: Which detector.
+
+    Returns:
+        the fake threshold (P(fake) at or above it: fake) and the real threshold (at or below it: real).
+    """
     t = choose(detectors, model_name).thresholds
     return t["fake"], t["real"]
 

@@ -317,17 +317,22 @@ def agreement(rows):
     return "The models **disagree**: " + "; ".join(f"{v}: {', '.join(m)}" for v, m in groups.items()) + "."
 
 
-BATCH_COLUMNS = ["file", "faces", "p_fake", "verdict", "model", "error"]
+# The provenance columns: what each file says about itself (deepfake_detector.provenance), beside the verdict.
+PROVENANCE_COLUMNS = ["provenance", "provenance_kind", "provenance_hint", "provenance_strength", "provenance_signature",
+                      "provenance_generator", "provenance_summary"]
+BATCH_COLUMNS = ["file", "faces", "p_fake", "verdict", "model", *PROVENANCE_COLUMNS, "error"]
 
 
 def score_files(detector, files):
-    """Each image file as a row of BATCH_COLUMNS at the model's thresholds; a bad file gets its error in its row."""
+    """Each image file as a row of BATCH_COLUMNS at the model's thresholds, with what the file says about itself
+    (its provenance, never mixed into the verdict); a bad file gets its error in its row."""
     from deepfake_detector.inputs import read_image
+    from deepfake_detector.provenance import read_provenance
 
     rows = []
     for path in files:
         row = {"file": os.path.basename(str(path)), "faces": 0, "p_fake": "", "verdict": "", "model": detector.name,
-               "error": ""}
+               **dict.fromkeys(PROVENANCE_COLUMNS, ""), "error": ""}
         try:
             img = read_image(path)
         except DataError as e:
@@ -335,5 +340,12 @@ def score_files(detector, files):
             continue
         scored = score_faces(detector, img)
         rows.append(dict(row, faces=scored.face_count, p_fake=round(scored.worst, 4),
-                         verdict=verdict(scored.worst, scored.thresholds)))
+                         verdict=verdict(scored.worst, scored.thresholds), **provenance_row(read_provenance(path))))
     return rows
+
+
+def provenance_row(p):
+    """A provenance.Provenance as the PROVENANCE_COLUMNS of a batch row."""
+    return {"provenance": p.label, "provenance_kind": p.kind, "provenance_hint": p.hint,
+            "provenance_strength": p.strength, "provenance_signature": p.signature,
+            "provenance_generator": p.generator, "provenance_summary": p.summary}

@@ -13,13 +13,19 @@ MIN_SIDE = 32  # below this a face has too few pixels to judge (the smallest mod
 BATCH_MAX_FILES = 100
 
 
-def read_image(image):
-    """An upload (path, bytes, PIL image, or gr.Image's raw payload) as an RGB PIL image."""
+def upload_source(image):
+    """The file behind an upload (a path or bytes; a PIL image as given), so its own bytes can be read: the pixels
+    and also the credentials and metadata the file carries (provenance). gr.Image's raw payload is unwrapped."""
     if isinstance(image, dict):  # gr.Image's raw payload: the app's image events skip gradio's preprocessing
         image = image.get("path") or _data_url_bytes(image.get("url"))
     if image is None:
         raise DataError("No image: upload, paste or take a photo (or click an example) first.")
-    img = load_image(image)
+    return image
+
+
+def read_image(image):
+    """An upload (path, bytes, PIL image, or gr.Image's raw payload) as an RGB PIL image."""
+    img = load_image(upload_source(image))
     if min(img.size) < MIN_SIDE:
         raise DataError(f"The image is only {img.width}x{img.height} pixels: upload one at least {MIN_SIDE} pixels "
                         "on each side.")

@@ -25,7 +25,8 @@ DETECT_COLUMNS = ["face", "verdict", "P(fake)", "face found (certainty)", "where
 COMPARE_COLUMNS = ["model", "P(fake)", "verdict", "fake if ≥", "real if ≤", "time (ms)"]
 VIDEO_COLUMNS = ["time (s)", "faces", "P(fake)", "verdict"]
 BATCH_TABLE = {"file": "file", "faces": "faces", "p_fake": "P(fake)", "verdict": "verdict", "model": "model",
-               "error": "problem"}  # the CSV keeps its column names; the table on screen says them in words
+               "provenance": "the file says", "error": "problem"}
+# The CSV keeps its column names (and all the provenance columns); the table on screen says a few in words.
 HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probability that a face is fake. At "
                "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
                "between them **uncertain**. The defaults come from each model's validation set, where they were "
@@ -40,6 +41,16 @@ HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} 
              "average over all frames would wash out, while the single worst frame alone is noisy. The "
              "thresholds are the image ones; taking the top frames pushes the score up, so read a *fake* clip "
              "verdict near the threshold with care.")
+
+
+HOW_PROVENANCE = ("**Two kinds of evidence, kept apart.** The verdict comes from the model alone, from the pixels. "
+                  "What the file says about itself (C2PA content credentials; generator metadata such as Stable "
+                  "Diffusion or ComfyUI parameters, the IPTC digital source type, EXIF) is shown beside it and never "
+                  "changes the verdict. Credentials whose signature validates against a trusted certificate are "
+                  "strong evidence of where an image came from; a signature that validates with an unknown "
+                  "certificate shows the file is unchanged since signing, not who signed it; unsigned metadata is "
+                  "easily written or removed; no metadata proves nothing (most sites strip it). When the two "
+                  "disagree, the page says so.")
 
 
 def probability_text(p, thresholds, digits=2, max_digits=6):
@@ -204,6 +215,38 @@ def batch_summary(rows, detector):
     errors = int((table["error"] != "").sum())
     summary = (f"{len(rows)} files with **{detector.name}**: {verdict_counts(table['verdict']) or 'none scored'}"
                + (f"; {errors} could not be read (see the problem column)." if errors else "."))
-    shown = table.rename(columns=BATCH_TABLE)
+    stated = int((~table["provenance_kind"].fillna("").isin(["", "none"])).sum())
+    if stated:
+        summary += (f" {stated} say where they came from (content credentials or generator metadata: see "
+                    "'the file says'; it does not change the verdicts).")
+    shown = table[list(BATCH_TABLE)].fillna("").rename(columns=BATCH_TABLE)
     shown["P(fake)"] = [probability_text(p, detector.thresholds) if p != "" else "" for p in table["p_fake"]]
     return summary, shown
+
+
+def provenance_markdown(p, verdicts=()):
+    """provenance.Provenance -> the panel beside the verdict: what the file says, how strong that is, the weaker
+    evidence, and a sentence when it disagrees with the model's `verdicts` (of the faces), which it never changes."""
+    if p.kind == "none":
+        return f"**What the file says: nothing.** {p.summary}"
+    lines = [f"**What the file says: {p.label}** (strength of evidence: {p.strength})", "", p.summary]
+    lines += [f"- Also: {other.summary}" for other in p.others]
+    if note := disagreement(p, verdicts):
+        lines += ["", note]
+    return "\n".join(lines)
+
+
+def disagreement(p, verdicts):
+    """One sentence when the file's own account and the model's verdicts point different ways; "" otherwise."""
+    verdicts = set(verdicts)
+    if not verdicts or p.signature == "invalid" or p.strength in ("none", "weak"):
+        return ""
+    if p.hint in ("ai-generated", "ai-edited") and "fake" not in verdicts:
+        return ("**The file and the model disagree**: the file says AI made or edited it, the model did not call "
+                "it fake. The model has likely not seen this generator; the verdict stays the model's, read it "
+                "with the credentials in mind.")
+    if p.hint == "camera" and verdicts == {"fake"}:
+        return ("**The file and the model disagree**: the file says a camera took it, the model calls it fake. "
+                + ("Trusted credentials bind these exact pixels to their signer, so the model may be wrong here."
+                   if p.signature == "valid" else "The credentials' signer is not verified, so either may be wrong."))
+    return ""

@@ -65,3 +65,150 @@ def _randomise(model):
                 module.running_var.uniform_(0.5, 2.0)
         classifier = model.get_classifier()
         classifier.weight.normal_(0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files that say where they came from: C2PA-signed, tampered, with generator text chunks, XMP or EXIF
+
+AI_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+CLAIM_GENERATOR = {"name": "TestDiffusion", "version": "1.0"}
+
+
+def make_test_ca(organisation="Test Generator Inc"):
+    """A root CA and an end-entity ES256 (P-256) signing certificate it issued, with the extensions C2PA asks of
+    a signer (digitalSignature key usage, emailProtection extended key usage) -> (chain PEM, key PEM, root PEM)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(common_name):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation)])
+
+    def usage(**allowed):
+        flags = dict.fromkeys(("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                               "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"), False)
+        return x509.KeyUsage(**{**flags, **allowed})
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    root_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def certificate(subject, issuer, public_key, signing_key, extensions):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    root = certificate(name("Test Root CA"), name("Test Root CA"), root_key.public_key(), root_key, [
+        (x509.BasicConstraints(ca=True, path_length=None), True), (usage(key_cert_sign=True, crl_sign=True), True)])
+    signer = certificate(name("Test Signer"), root.subject, key.public_key(), root_key, [
+        (x509.BasicConstraints(ca=False, path_length=None), True), (usage(digital_signature=True), True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), False)])
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return signer.public_bytes(pem) + root.public_bytes(pem), key_pem, root.public_bytes(pem).decode()
+
+
+def sign_c2pa(image_bytes, mime, ca, source_type=AI_SOURCE, claim_generator=CLAIM_GENERATOR):
+    """`image_bytes` with C2PA content credentials signed by `ca` (make_test_ca): one c2pa.created action."""
+    import io
+
+    import c2pa
+
+    chain, key, _ = ca
+    manifest = {"claim_generator_info": [claim_generator], "title": "generated image",
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                    {"action": "c2pa.created", "digitalSourceType": source_type,
+                     "softwareAgent": {"name": claim_generator["name"]}}]}}]}
+    signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain, key, None))
+    out = io.BytesIO()
+    with c2pa.Builder(manifest) as builder:
+        builder.sign(signer, mime, io.BytesIO(image_bytes), out)
+    return out.getvalue()
+
+
+def tamper_jpeg(data):
+    """One bit of the JPEG's compressed pixels flipped, past the credentials: it still decodes, the hash fails."""
+    data = bytearray(data)
+    i = (data.rfind(b"\xff\xda") + len(data)) // 2  # the middle of the last scan
+    while data[i] in (0x00, 0xFE, 0xFF) or data[i - 1] == 0xFF:
+        i += 1
+    data[i] ^= 0x10
+    return bytes(data)
+
+
+def corrupt_manifest(data):
+    """The credentials' JUMBF box scrambled in the middle (the pixels untouched)."""
+    data = bytearray(data)
+    start = data.find(b"c2pa")
+    for i in range(start + 100, start + 400):
+        data[i] ^= 0xA5
+    return bytes(data)
+
+
+def provenance_files(folder, face):
+    """Each kind of self-description on the PIL image `face`, written to `folder` -> {name: path}, and the CA."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    ca = make_test_ca()
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    face.save(jpeg, "JPEG", quality=90)
+    face.save(png, "PNG")
+    signed = sign_c2pa(jpeg.getvalue(), "image/jpeg", ca)
+    files = {
+        "plain.jpg": jpeg.getvalue(),
+        "c2pa-ai.jpg": signed,
+        "c2pa-ai.png": sign_c2pa(png.getvalue(), "image/png", ca),
+        "c2pa-camera.jpg": sign_c2pa(jpeg.getvalue(), "image/jpeg", ca,
+                                     "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture",
+                                     {"name": "Test Camera Firmware", "version": "2.1"}),
+        "c2pa-tampered.jpg": tamper_jpeg(signed),
+        "c2pa-corrupt.jpg": corrupt_manifest(signed),
+    }
+    for name, path in files.items():
+        files[name] = os.path.join(folder, name)
+        with open(files[name], "wb") as f:
+            f.write(path)
+
+    def save_png(name, **text):
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        files[name] = os.path.join(folder, name)
+        face.save(files[name], pnginfo=info)
+
+    save_png("a1111.png", parameters=A1111_PARAMETERS)
+    save_png("comfyui.png", prompt=json.dumps({"4": {"class_type": "CheckpointLoaderSimple",
+                                                     "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}},
+                                               "3": {"class_type": "KSampler", "inputs": {"seed": 7}}}),
+             workflow=json.dumps({"nodes": [{"id": 4, "type": "CheckpointLoaderSimple"}]}))
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+           'xmlns:xmp="http://ns.adobe.com/xap/1.0/"><Iptc4xmpExt:DigitalSourceType>' + AI_SOURCE +
+           '</Iptc4xmpExt:DigitalSourceType><xmp:CreatorTool>Imagen 3</xmp:CreatorTool></rdf:Description>'
+           '</rdf:RDF></x:xmpmeta>')
+    files["xmp-ai.jpg"] = os.path.join(folder, "xmp-ai.jpg")
+    face.save(files["xmp-ai.jpg"], quality=90, xmp=xmp.encode())
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0131] = "NIKON CORPORATION", "NIKON Z 6", "Adobe Photoshop 25.0"
+    files["exif-camera.jpg"] = os.path.join(folder, "exif-camera.jpg")
+    face.save(files["exif-camera.jpg"], quality=90, exif=exif)
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + A1111_PARAMETERS.encode("utf-16-be")
+    files["a1111.jpg"] = os.path.join(folder, "a1111.jpg")
+    face.save(files["a1111.jpg"], quality=90, exif=exif)
+    return files, ca
+
+
+A1111_PARAMETERS = ("portrait photo of a woman, detailed skin\nNegative prompt: blurry, cartoon\n"
+                    "Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234567, Size: 512x512, "
+                    "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly")

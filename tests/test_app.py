@@ -24,7 +24,7 @@ import app
 from deepfake_detector.faces import MAX_SIDE, Face, crop_box, crop_face, detect_faces
 from deepfake_detector import explain
 from deepfake_detector.report import probability_text
-from helpers import make_tiny_models
+from helpers import make_tiny_models, provenance_files
 from deepfake_detector.inference import score, verdict
 from deepfake_detector.render import COLOURS, draw_faces
 
@@ -32,6 +32,9 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 TWO_FACES, ONE_FACE, NO_FACE = (os.path.join(EXAMPLES, name) for name in
                                 ("two-faces.jpg", "real-ffhq.jpg", "no-face-landscape.jpg"))
 THRESHOLDS = {"fake": 0.6, "real": 0.4}  # what tests/helpers.py writes into every tiny model's config.json
+BATCH_CSV_COLUMNS = ["file", "faces", "p_fake", "verdict", "model", "provenance", "provenance_kind", "provenance_hint",
+                     "provenance_strength", "provenance_signature", "provenance_generator", "provenance_summary",
+                     "error"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,6 +137,12 @@ def inputs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def credentials(tmp_path_factory):
+    """The example face C2PA-signed, tampered, with A1111 parameters, …: {name: path} (tests/helpers.py)."""
+    return provenance_files(str(tmp_path_factory.mktemp("credentials")), Image.open(ONE_FACE).convert("RGB"))[0]
+
+
+@pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     return make_tiny_models(tmp_path_factory.mktemp("tiny-models"))
 
@@ -198,7 +207,8 @@ def test_crop_box_is_a_square_with_margin_kept_inside_the_image():
 
 
 def test_detect_outputs(detectors):
-    annotated, summary, table = app.detect(detectors, TWO_FACES, "xception", 0.6, 0.4)
+    annotated, summary, table, credentials, record = app.detect(detectors, TWO_FACES, "xception", 0.6, 0.4)
+    assert credentials.startswith("**What the file says: nothing.** No content credentials") and record["kind"] == "none"
     assert isinstance(annotated, Image.Image) and annotated.size == Image.open(TWO_FACES).size
     assert list(table.columns) == ["face", "verdict", "P(fake)", "face found (certainty)",
                                    "where (left, top, right, bottom)"]
@@ -218,7 +228,7 @@ def test_probabilities_differ_between_models(detectors):
 def test_verdict_follows_the_thresholds(detectors, offsets, expected):
     p = p_fake_of_main_face(detectors, "tuned-cnn", ONE_FACE)
     fake_t, real_t = np.clip(p + offsets[0], 0, 1), np.clip(p + offsets[1], 0, 1)
-    _, summary, table = app.detect(detectors, ONE_FACE, "tuned-cnn", fake_t, real_t)
+    _, summary, table, _, _ = app.detect(detectors, ONE_FACE, "tuned-cnn", fake_t, real_t)
     assert table["verdict"].tolist() == [expected]
     shown = probability_text(p, {"fake": fake_t, "real": real_t})
     assert summary.startswith(f"1 face: **{expected.upper()}** (P(fake) = {shown})")
@@ -237,7 +247,7 @@ def test_unknown_model_is_refused(detectors):
 
 
 def test_no_face_is_said_and_the_whole_image_scored(detectors):
-    _, summary, table = app.detect(detectors, NO_FACE, "xception", 0.6, 0.4)
+    _, summary, table, _, _ = app.detect(detectors, NO_FACE, "xception", 0.6, 0.4)
     assert summary.startswith("No face found: the whole image was scored")
     assert table["face"].tolist() == ["whole image"]
     assert table["where (left, top, right, bottom)"].tolist() == ["0, 0, 320, 240"]
@@ -271,17 +281,72 @@ def test_batch_table_and_csv(detectors, inputs):
     summary, table, csv_path = app.batch(detectors, [ONE_FACE, inputs["notes.txt"], NO_FACE], "tuned-cnn")
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["file", "faces", "p_fake", "verdict", "model", "error"]
+    assert list(rows[0]) == BATCH_CSV_COLUMNS
     assert [r["file"] for r in rows] == ["real-ffhq.jpg", "notes.txt", "no-face-landscape.jpg"]
     assert [r["faces"] for r in rows] == ["1", "0", "0"]
     assert float(rows[0]["p_fake"]) == round(p_fake_of_main_face(detectors, "tuned-cnn", ONE_FACE), 4)
     assert rows[0]["verdict"] == verdict(float(rows[0]["p_fake"]), THRESHOLDS) and rows[0]["error"] == ""
     assert rows[1] == {"file": "notes.txt", "faces": "0", "p_fake": "", "verdict": "", "model": "tuned-cnn",
+                       **{c: "" for c in BATCH_CSV_COLUMNS[5:-1]},
                        "error": "notes.txt is not an image this app can read: upload a JPEG, PNG, WebP, BMP, TIFF or GIF."}
-    assert list(table.columns) == ["file", "faces", "P(fake)", "verdict", "model", "problem"]
+    assert rows[0]["provenance"] == "nothing stated" and rows[0]["provenance_kind"] == "none"
+    assert list(table.columns) == ["file", "faces", "P(fake)", "verdict", "model", "the file says", "problem"]
     assert table["file"].tolist() == [r["file"] for r in rows]
     assert summary.startswith("3 files with **tuned-cnn**: ") and summary.endswith(
         "; 1 could not be read (see the problem column).")
+
+
+SIGNED_SAYS = ("Content credentials signed by Test Signer (Test Generator Inc) say this image was created by an AI "
+               "model (claim generator: TestDiffusion 1.0).")
+
+
+def test_detect_shows_what_the_file_says_beside_an_unchanged_verdict(detectors, credentials):
+    _, plain_summary, plain_table, plain_says, _ = app.detect(detectors, credentials["plain.jpg"], "xception", 0.6, 0.4)
+    expected = {
+        "c2pa-ai.jpg": ("untrusted", "**What the file says: AI-generated · signed, certificate not trusted · "
+                                     "TestDiffusion 1.0** (strength of evidence: moderate)\n\n" + SIGNED_SAYS),
+        "c2pa-tampered.jpg": ("invalid", "**What the file says: AI-generated · fails validation · TestDiffusion 1.0** "
+                                         "(strength of evidence: weak)\n\nContent credentials signed by Test Signer "
+                                         "(Test Generator Inc) are present but fail validation: the image was changed "
+                                         "after it was signed."),
+        "c2pa-corrupt.jpg": ("invalid", "**What the file says: origin not stated · fails validation** (strength of "
+                                        "evidence: weak)\n\nThe file carries content credentials that cannot be "
+                                        "read (Verify: unexpected end of file)"),
+        "a1111.png": ("none", "**What the file says: AI-generated · unsigned · Stable Diffusion web UI "
+                              "(v1-5-pruned-emaonly)** (strength of evidence: moderate)\n\nThe file carries Stable "
+                              "Diffusion generation parameters in a PNG text chunk"),
+    }
+    for name, (signature, says) in expected.items():
+        _, summary, table, credentials_md, record = app.detect(detectors, credentials[name], "xception", 0.6, 0.4)
+        assert credentials_md.startswith(says), (name, credentials_md)
+        assert record["signature"] == signature and record["summary"] in credentials_md
+        if name != "a1111.png":  # the same JPEG pixels as plain.jpg: the credentials never move the verdict
+            assert table.equals(plain_table) and summary.split("· face detection")[0] == plain_summary.split(
+                "· face detection")[0]
+    assert plain_says.startswith("**What the file says: nothing.**")
+
+
+def test_batch_carries_provenance_in_the_table_and_the_csv(detectors, credentials):
+    names = ["c2pa-ai.jpg", "c2pa-tampered.jpg", "a1111.png", "plain.jpg"]
+    summary, table, csv_path = app.batch(detectors, [credentials[n] for n in names], "tuned-cnn")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["provenance_kind"] for r in rows] == ["c2pa", "c2pa", "png-parameters", "none"]
+    assert [r["provenance_signature"] for r in rows] == ["untrusted", "invalid", "none", "none"]
+    assert [r["provenance_hint"] for r in rows] == ["ai-generated", "ai-generated", "ai-generated", "unknown"]
+    assert rows[0]["provenance_generator"] == "TestDiffusion 1.0" and rows[0]["provenance_summary"].startswith(SIGNED_SAYS)
+    assert table["the file says"].tolist() == [r["provenance"] for r in rows]
+    assert table["the file says"][0] == "AI-generated · signed, certificate not trusted · TestDiffusion 1.0"
+    assert rows[0]["p_fake"] == rows[1]["p_fake"] == rows[3]["p_fake"]  # the same pixels, the same verdict
+    assert summary.endswith(" 3 say where they came from (content credentials or generator metadata: see 'the file "
+                            "says'; it does not change the verdicts).")
+
+
+def test_provenance_alone_needs_no_model(credentials):
+    says, record = app.provenance({}, credentials["c2pa-ai.jpg"])
+    assert SIGNED_SAYS in says and record["generator"] == "TestDiffusion 1.0"
+    assert record["details"]["validation_state"] == "Valid"
+    assert error_message(app.provenance, {}, None) == "No image: upload, paste or take a photo (or click an example) first."
 
 
 def test_batch_without_files_is_refused(detectors):
@@ -360,7 +425,7 @@ def test_no_image_gets_one_clear_sentence(detectors):
 
 @pytest.mark.parametrize("name", ODD_IMAGES)
 def test_odd_images_work(detectors, inputs, name):
-    annotated, summary, table = app.detect(detectors, inputs[name], "xception", 0.6, 0.4)
+    annotated, summary, table, _, _ = app.detect(detectors, inputs[name], "xception", 0.6, 0.4)
     assert table["face"].tolist() == ["1"], summary  # the face is found: decoded right, first frame, upright
     if name == "rotated.jpg":
         assert annotated.size == (200, 300)
@@ -395,8 +460,9 @@ def client(tiny_models, tmp_path_factory):
 
 
 def check_detect(client, inputs):
-    image, summary, table = client.predict(handle_file(TWO_FACES), "xception", 0.6, 0.4, api_name="/detect")
-    assert summary.startswith("2 faces: ") and len(table["data"]) == 2
+    image, summary, table, credentials, record = client.predict(handle_file(TWO_FACES), "xception", 0.6, 0.4,
+                                                                api_name="/detect")
+    assert summary.startswith("2 faces: ") and len(table["data"]) == 2 and record["kind"] == "none"
     assert Image.open(image).size == Image.open(TWO_FACES).size
 
 
@@ -441,7 +507,12 @@ def check_batch(client, inputs):
                                               api_name="/batch")
     assert summary.startswith("2 files with **tuned-cnn**") and len(table["data"]) == 2
     with open(csv_path) as f:
-        assert f.readline().strip() == "file,faces,p_fake,verdict,model,error"
+        assert f.readline().strip() == ",".join(BATCH_CSV_COLUMNS)
+
+
+def check_provenance(client, inputs):
+    credentials, record = client.predict(handle_file(ONE_FACE), api_name="/provenance")
+    assert credentials.startswith("**What the file says: nothing.**") and record["kind"] == "none"
 
 
 def check_model_cards(client, inputs):
@@ -450,7 +521,7 @@ def check_model_cards(client, inputs):
 
 
 ENDPOINTS = {f"/{check.__name__[len('check_'):]}": check for check in (
-    check_detect, check_thresholds, check_compare, check_explain_lime, check_explain_gradcam,
+    check_detect, check_provenance, check_thresholds, check_compare, check_explain_lime, check_explain_gradcam,
     check_inside_model, check_video, check_batch, check_model_cards)}
 
 
@@ -466,6 +537,26 @@ def test_every_api_name_is_tested(client):
 @pytest.mark.parametrize("api_name", ENDPOINTS)
 def test_endpoint(client, inputs, api_name):
     ENDPOINTS[api_name](client, inputs)
+
+
+def test_credentials_through_the_api(client, credentials):
+    """The uploaded file reaches the core as the very bytes sent: a signature still validates (or still fails)."""
+    for name, kind, signature in (("c2pa-ai.jpg", "c2pa", "untrusted"), ("c2pa-ai.png", "c2pa", "untrusted"),
+                                  ("c2pa-tampered.jpg", "c2pa", "invalid"), ("a1111.png", "png-parameters", "none")):
+        *_, credentials_md, record = client.predict(handle_file(credentials[name]), "xception", 0.6, 0.4,
+                                                    api_name="/detect")
+        assert (record["kind"], record["signature"]) == (kind, signature), (name, record["summary"])
+        assert record["summary"] in credentials_md
+        says, alone = client.predict(handle_file(credentials[name]), api_name="/provenance")
+        assert alone == record
+    assert record["details"]["Seed"] == "1234567"
+    *_, record = client.predict(handle_file(credentials["c2pa-ai.jpg"]), "xception", 0.6, 0.4, api_name="/detect")
+    assert record["generator"] == "TestDiffusion 1.0" and record["summary"].startswith(SIGNED_SAYS)
+    assert [s["code"] for s in record["details"]["validation_status"]] == ["signingCredential.untrusted"]
+    _, _, csv_path = client.predict([handle_file(credentials["c2pa-ai.jpg"]), handle_file(credentials["c2pa-tampered.jpg"])],
+                                    "tuned-cnn", api_name="/batch")
+    with open(csv_path, newline="") as f:
+        assert [r["provenance_signature"] for r in csv.DictReader(f)] == ["untrusted", "invalid"]
 
 
 @pytest.mark.parametrize("name", BAD_IMAGES)
@@ -484,7 +575,8 @@ def test_bad_videos_through_the_api_get_the_same_sentence(client, inputs, name):
 
 def test_odd_images_through_the_api_and_the_app_keeps_serving(client, inputs):
     for name in ODD_IMAGES:
-        image, summary, table = client.predict(handle_file(inputs[name]), "xception", 0.6, 0.4, api_name="/detect")
+        image, summary, table, _, _ = client.predict(handle_file(inputs[name]), "xception", 0.6, 0.4,
+                                                     api_name="/detect")
         assert [row[0] for row in table["data"]] == ["1"], (name, summary)
         if name == "rotated.jpg":
             assert Image.open(image).size == (200, 300)
@@ -532,6 +624,6 @@ def test_models_load_behind_the_page_and_a_request_waits_for_its_model(tiny_mode
     assert demo.detectors["ensemble"].thresholds == THRESHOLDS  # read from config.json, no model needed
     thread = load_in_background(demo.detectors)
     # At once, while the thread loads the default model: another model is asked for (it waits its turn).
-    _, summary, _ = app.detect(demo.detectors, ONE_FACE, "tuned-cnn", 0.6, 0.4)
+    _, summary, *_ = app.detect(demo.detectors, ONE_FACE, "tuned-cnn", 0.6, 0.4)
     thread.join(timeout=300)
     assert summary.startswith("1 face: ") and all(d.loaded for d in demo.detectors.values())

@@ -9,6 +9,7 @@ every tab at both widths is saved for a person to look at.
 By default the app runs on tiny random models (tests/helpers.py): the test is about the page, not the verdicts.
 """
 
+import json
 import os
 import re
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import app
-from helpers import make_tiny_models
+from helpers import make_tiny_models, provenance_files
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +35,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     folder = os.environ.get("DEEPFAKE_BROWSER_MODELS")
-    models = ({name: os.path.join(folder, name) for name in ("tuned-cnn", "xception", "ensemble")} if folder
-              else make_tiny_models(tmp_path_factory.mktemp("tiny-models")))
+    models = shipped_folders(Path(folder)) if folder else make_tiny_models(tmp_path_factory.mktemp("tiny-models"))
     demo = app.build_demo(models).queue(**app.QUEUE_OPTIONS)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,6 +44,23 @@ def url(tmp_path_factory):
                                   **app.LAUNCH_OPTIONS)
     yield local_url
     demo.close()
+
+
+def shipped_folders(folder):
+    """{name: folder} of every model in `folder`, in its models.json order (the Space's) when it has one."""
+    listed = folder / "models.json"
+    names = ([m["name"] for m in json.loads(listed.read_text())["models"]] if listed.is_file()
+             else sorted(p.name for p in folder.iterdir()))
+    return {name: str(folder / name) for name in names if (folder / name / "config.json").is_file()}
+
+
+@pytest.fixture(scope="module")
+def signed_photo(tmp_path_factory):
+    """An example face with C2PA content credentials signed by a test certificate (tests/helpers.py)."""
+    from PIL import Image
+
+    face = Image.open(ROOT / "examples" / "real-flickr.jpg").convert("RGB")
+    return provenance_files(str(tmp_path_factory.mktemp("signed")), face)[0]["c2pa-ai.jpg"]
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +144,26 @@ def test_detect_shows_a_verdict_per_face_readable_on_a_phone(page):
         cell.scroll_into_view_if_needed()
         box = cell.bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, (header, box, width)
+    expect(page.locator("#detect-provenance")).to_contain_text("What the file says")
     no_error_toast(page)
     shoot(page, "detect")
+
+
+def test_detect_shows_the_content_credentials_of_an_upload(page, signed_photo):
+    from playwright.sync_api import expect
+
+    panel = open_tab(page, "Detect")
+    panel.locator("input[type=file]").first.set_input_files(signed_photo)
+    says = page.locator("#detect-provenance")
+    # On upload, before any model runs; then Detect keeps it beside the verdict.
+    expect(says).to_contain_text("signed by Test Signer (Test Generator Inc)", timeout=RESULT_TIMEOUT)
+    expect(says).to_contain_text("claim generator: TestDiffusion 1.0")
+    panel.get_by_role("button", name="Detect", exact=True).click()
+    expect(page.locator("#detect-summary")).to_contain_text("Model", timeout=RESULT_TIMEOUT)
+    expect(says).to_contain_text("AI-generated · signed, certificate not trusted")
+    expect(panel.get_by_text("Two kinds of evidence, kept apart.")).to_be_visible()
+    no_error_toast(page)
+    shoot(page, "detect-credentials")
 
 
 def test_compare_draws_a_bar_per_model(page):
@@ -188,14 +223,16 @@ def test_video_example_clip_in_one_click(page):
     shoot(page, "video")
 
 
-def test_batch_scores_two_files(page):
+def test_batch_scores_three_files_and_says_which_carries_credentials(page, signed_photo):
     from playwright.sync_api import expect
 
     panel = open_tab(page, "Batch")
-    files = [str(ROOT / "examples" / name) for name in ("real-flickr.jpg", "fake-stylegan2.jpg")]
+    files = [str(ROOT / "examples" / name) for name in ("real-flickr.jpg", "fake-stylegan2.jpg")] + [signed_photo]
     panel.locator("input[type=file][multiple]").set_input_files(files)  # not the table's own CSV input
     panel.get_by_role("button", name="Score all").click()
-    expect(page.locator("#batch-summary")).to_contain_text("2 files", timeout=RESULT_TIMEOUT)
+    expect(page.locator("#batch-summary")).to_contain_text("3 files", timeout=RESULT_TIMEOUT)
+    expect(page.locator("#batch-summary")).to_contain_text("1 say where they came from")
+    expect(panel.locator("table").get_by_text("AI-generated · signed, certificate not trusted").first).to_be_attached()
     no_error_toast(page)
     shoot(page, "batch")
 
