@@ -227,6 +227,9 @@ def test_globs_and_excludes(world, capsys):
     entry = faces_entry(world[2], real=["data/**/c.jpg"], fake=["data/fake/?.png"])
     _, _, err, pool, report = build(capsys, world, [entry])
     assert listing(pool / "faces") == ["fake/data__fake__x.png", "real/data__real__nested__c.jpg", "source.json"]
+    entry = faces_entry(world[2], real=["d*/real/nest*"], fake=["data/fake/?.png"])  # a glob naming a folder
+    _, _, err, pool, report = build(capsys, world, [entry])
+    assert listing(pool / "faces") == ["fake/data__fake__x.png", "real/data__real__nested__c.jpg", "source.json"]
 
 
 def test_unreadable_manifest_and_unknown_only_are_one_line(world, capsys, tmp_path):
@@ -265,3 +268,29 @@ def test_help_explains_itself():
     assert result.returncode == 0
     assert "Build the training pool from public git repositories" in result.stdout
     assert "--max-per-source" in result.stdout and "holdout_guard.py" in result.stdout
+
+
+def test_the_data_report_covers_a_built_pool_by_family_and_collection(world, capsys):
+    from train.explore import main as explore_main
+
+    tmp_path, mirrors, commit, _ = world
+    other = commit_files(tmp_path / "work" / "more", {
+        **{f"gen/{i}.png": encoded(picture(60 + i), "PNG") for i in range(8)},
+        **{f"photos/{i}.png": encoded(picture(80 + i), "PNG") for i in range(8)}})
+    mirror(tmp_path / "work" / "more", mirrors, "other/more")
+    entries = [faces_entry(commit), {"name": "more", "repo": "other/more", "commit": other, "fake": ["gen"],
+                                     "real": ["photos"], "family": "Flux", "collection": "phone photos",
+                                     "licence": "MIT"}]
+    code, _, err, pool, _ = build(capsys, world, entries)
+    assert code == 0, err
+    # What the guard and the deduplication set aside is not a source: only folders with a source.json are.
+    assert explore_main(["--pool", str(pool), "--output", str(tmp_path / "report"), "--samples", "1"]) == 0, \
+        capsys.readouterr().err
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["sources"] == ["faces", "more"]
+    assert summary["source_facts"]["more"]["family"] == "Flux"
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| faces | StyleGAN 2 / test photos | 3 | 3 | CC BY 4.0 | [someone/faces](https://github.com/someone/faces) @ " \
+           f"`{commit[:10]}` |" in report
+    assert "| Flux | 8 | more |" in report and "| StyleGAN 2 | 3 | faces |" in report
+    assert "| phone photos | 8 | more |" in report and "| test photos | 3 | faces |" in report

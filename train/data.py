@@ -47,6 +47,32 @@ def source_name(source):
     return os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
 
 
+def source_facts(source):
+    """What a source folder built by `python -m train.sources` says of itself (its source.json: repository, commit,
+    generator family or real collection, licence), or {} for any other source."""
+    path = os.path.join(source, "source.json") if os.path.isdir(source) else ""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def pool_folders(pool):
+    """The source folders of a pool built by `python -m train.sources`, in the manifest's order (its report.json),
+    leaving out what the guard and the deduplication set aside and unfinished builds."""
+    if not os.path.isdir(pool):
+        raise DataError(f"{pool} is not a folder: pass the --out folder of python -m train.sources.")
+    names = sorted(n for n in os.listdir(pool) if os.path.isfile(os.path.join(pool, n, "source.json")))
+    report = os.path.join(pool, "report.json")
+    if os.path.isfile(report):
+        with open(report) as f:
+            order = list(json.load(f).get("sources", {}))
+        names.sort(key=lambda n: order.index(n) if n in order else len(order))
+    if not names:
+        raise DataError(f"{pool} holds no built sources (folders with a source.json): run python -m train.sources first.")
+    return [os.path.join(pool, n) for n in names]
+
+
 def load_sources(sources, *, image_column="image", label_column="label"):
     """Load and concatenate sources into one Dataset with columns image (undecoded), label, source, split.
 

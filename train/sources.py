@@ -264,10 +264,11 @@ def list_files(git_dir, commit):
 
 
 def glob_regex(pattern):
-    """A path glob as a regex: `*` and `?` stay inside one folder, `**` crosses folders."""
-    parts = re.split(r"(\*\*/?|\*|\?)", pattern)
+    """A path glob as a regex: `*` and `?` stay inside one folder, `**` crosses folders; a glob that names a
+    folder takes the files under it."""
+    parts = re.split(r"(\*\*/?|\*|\?)", pattern.rstrip("/"))
     return re.compile("".join({"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(p, re.escape(p))
-                              for p in parts) + r"\Z")
+                              for p in parts) + r"(?:/.*)?\Z")
 
 
 def _matches(path, spec):
