@@ -294,3 +294,41 @@ def test_the_data_report_covers_a_built_pool_by_family_and_collection(world, cap
            f"`{commit[:10]}` |" in report
     assert "| Flux | 8 | more |" in report and "| StyleGAN 2 | 3 | faces |" in report
     assert "| phone photos | 8 | more |" in report and "| test photos | 3 | faces |" in report
+
+
+def test_one_person_stays_in_one_split_group(world, capsys):
+    from train.data import scrub, split
+
+    tmp_path, mirrors, commit, _ = world
+    people = {f"people/{name}_{i}.jpg": encoded(picture(100 + 10 * k + i), "JPEG")
+              for k, name in enumerate(["alice", "bob", "carol", "dave", "erin", "frank"]) for i in range(3)}
+    faces = {f"gen/{i}.png": encoded(picture(200 + i), "PNG") for i in range(18)}
+    other = commit_files(tmp_path / "work" / "people", {**people, **faces})
+    mirror(tmp_path / "work" / "people", mirrors, "other/people")
+    entry = {"name": "people", "repo": "other/people", "commit": other, "real": ["people"], "fake": ["gen"],
+             "family": "SDXL", "collection": "portraits", "licence": "CC0", "identity": r"people/([a-z]+)_\d"}
+    code, _, err, pool, report = build(capsys, world, [entry])
+    assert code == 0, err
+    assert report["sources"]["people"]["identities"] == 6
+    table = json.loads((pool / "people" / "identities.json").read_text())
+    assert table["real/people__alice_0.jpg"] == "alice" and len(table) == 18  # the fakes name nobody
+
+    kept, _ = scrub(load_sources([str(pool / "people")]), min_size=128)
+    by_person = {}
+    for image, group in zip(kept["image"], kept["group"]):
+        name = os.path.basename(image["path"])
+        if name.startswith("people__"):
+            by_person.setdefault(name.split("__")[1].split("_")[0], set()).add(group)
+    assert sorted(by_person) == ["alice", "bob", "carol", "dave", "erin", "frank"]
+    assert all(len(groups) == 1 for groups in by_person.values())
+    assert len(set.union(*by_person.values())) == 6
+    splits = split(kept, seed=0)
+    for person in by_person:
+        assert sum(any(person in p["path"] for p in splits[n]["image"]) for n in splits) == 1
+
+
+def test_a_bad_identity_pattern_names_the_entry(world, capsys):
+    code, _, err, _, _ = build(capsys, world, [faces_entry(world[2], name="bad", identity="no group"),
+                                               faces_entry(world[2])])
+    assert code == 1
+    assert "train.sources: error: source 'bad': identity must be a regex with one (group) naming the person" in err

@@ -226,6 +226,7 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
     keep.sort()
 
     groups = near_duplicate_groups([facts["phash"][i] for i in keep], near_duplicate_distance)
+    groups = identity_groups(groups, [names[i] for i in keep])
     kept = data.select(keep).add_column("group", groups).add_column("sha256", [facts["sha256"][i] for i in keep])
     near_groups = defaultdict(list)
     for index, group in zip(keep, groups):
@@ -299,6 +300,34 @@ def find_faces(data, *, no_face="drop", cache_dir=FACE_CACHE, num_proc=None):
     if no_face == "drop":
         data = data.filter(lambda box: len(box) > 0, input_columns="face_box")
     return data, report
+
+
+IDENTITIES = "identities.json"
+
+
+def identity_groups(groups, paths):
+    """Merge the split groups of images showing one person, where the source folder says who is who.
+
+    A source built by `python -m train.sources` with an `identity` pattern has `<source>/identities.json`
+    ({"<class>/<file>": identity}); its images of one identity get one group, so one person never lands in both
+    train and test. Images of other sources keep their groups."""
+    tables, first = {}, {}
+    merged = list(groups)
+    for i, path in enumerate(paths):
+        if not path or path == "<bytes>":
+            continue
+        folder = os.path.dirname(os.path.dirname(path))
+        if folder not in tables:
+            table_path = os.path.join(folder, IDENTITIES)
+            tables[folder] = json.load(open(table_path)) if os.path.isfile(table_path) else None
+        table = tables[folder]
+        identity = table and table.get(os.path.relpath(path, folder).replace(os.sep, "/"))
+        if identity is None:
+            continue
+        merged[i] = first.setdefault((folder, identity), merged[i])
+    # Near-duplicate groups that joined an identity bring their other members along.
+    remap = {g: m for g, m in zip(groups, merged) if g != m}
+    return [remap.get(g, m) for g, m in zip(groups, merged)]
 
 
 def _reason_kind(reason):

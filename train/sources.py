@@ -41,6 +41,7 @@ from PIL import Image
 
 from deepfake_detector.images import MAX_PIXELS, DataError
 from train.config import parse_args
+from train.data import IDENTITIES
 
 PROG = "python -m train.sources"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -123,6 +124,7 @@ class Source:
     url: str = ""
     exclude: list[str] = field(default_factory=list)
     max: int = 0  # at most this many images per class (0 = all)
+    identity: str = ""  # a regex over the repository path whose first group names the person shown
     notes: str = ""
 
     @property
@@ -171,6 +173,12 @@ def parse_source(entry, index):
         raise SourceError(f"{label}: real images need collection = \"...\" (where the photos come from).")
     if not isinstance(source.max, int) or source.max < 0:
         raise SourceError(f"{label}: max must be a whole number of images, 0 for all.")
+    if source.identity:
+        try:
+            if re.compile(source.identity).groups < 1:
+                raise re.error("it has no (group)")
+        except re.error as e:
+            raise SourceError(f"{label}: identity must be a regex with one (group) naming the person: {e}.") from None
     return source
 
 
@@ -406,6 +414,8 @@ def build_source(source, args):
     partial = final + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     counts = {label: Counter() for label in selected}
+    identities = {}
+    pattern = re.compile(source.identity) if source.identity else None
     with BlobReader(git_dir) as blobs:
         for label, items in selected.items():
             folder = os.path.join(partial, label)
@@ -413,8 +423,14 @@ def build_source(source, args):
             used = set()
             for path, oid in items:
                 counts[label]["found"] += 1
-                outcome, _ = write_image(blobs.read(oid), folder, flat_name(path, used), args.min_size)
+                outcome, written = write_image(blobs.read(oid), folder, flat_name(path, used), args.min_size)
                 counts[label][outcome] += 1
+                match = pattern.search(path) if pattern and written else None
+                if match:
+                    identities[f"{label}/{os.path.basename(written)}"] = match.group(1)
+    if identities:  # training keeps each person's images inside one split (train.data.identity_groups)
+        with open(os.path.join(partial, IDENTITIES), "w") as f:
+            json.dump(identities, f, indent=0, sort_keys=True)
 
     guarded_root = os.path.join(args.out, GUARDED, source.name)
     shutil.rmtree(guarded_root, ignore_errors=True)
@@ -432,6 +448,7 @@ def build_source(source, args):
     os.replace(partial, final)
     return {**source.facts(), "commit": commit, "git_dir": git_dir, "guard": args.guard, "guard_checked": checked,
             "min_size": args.min_size, "limit": limit, "seconds": round(time.time() - started, 1),
+            "identities": len(set(identities.values())),
             "classes": {label: dict(c) for label, c in counts.items()}}
 
 
