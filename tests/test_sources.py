@@ -144,7 +144,7 @@ def test_materialises_a_source_keeping_bytes_and_counting_every_skip(world, caps
     facts = json.loads((pool / "faces/source.json").read_text())
     assert facts["license"] == "CC BY 4.0" and facts["family"] == "StyleGAN 2" and facts["commit"] == world[2]
     assert out.splitlines()[2].split()[:6] == ["faces", "real", "test", "photos", "5", "4"]
-    assert "1 sources, 6 images kept of 10 found; guard: 7 checked, 1 dropped; 0 duplicates dropped" in out
+    assert "1 sources with images kept, 6 images kept of 10 found; guard: 7 checked, 1 dropped; 0 duplicates dropped" in out
 
     data = load_sources([str(pool / "faces")])  # training reads the folder as it is (source.json is ignored)
     assert sorted(zip(data["label"], data["source"])) == [(0, "faces")] * 3 + [(1, "faces")] * 3
@@ -332,3 +332,15 @@ def test_a_bad_identity_pattern_names_the_entry(world, capsys):
                                                faces_entry(world[2])])
     assert code == 1
     assert "train.sources: error: source 'bad': identity must be a regex with one (group) naming the person" in err
+
+
+def test_the_model_card_states_a_pool_source_and_its_licence(world, capsys):
+    from deepfake_detector.card import limitations_text, training_data
+
+    _, _, _, pool, report = build(capsys, world, [faces_entry(world[2], what="test faces")])
+    assert report["totals"]["families"] == {"StyleGAN 2": 3} and report["totals"]["collections"] == {"test photos": 3}
+    facts = json.loads((pool / "faces" / "source.json").read_text())
+    metrics = {"data": {"sources": [str(pool / "faces")], "about": {"faces": facts}}}  # as train/loop.py writes it
+    text = training_data(metrics)
+    assert f"- `faces`: test faces ({OWNER_NAME} @ {world[2][:10]}). Licence: CC BY 4.0." in text
+    assert "Fakes it has seen in training: StyleGAN 2 fakes." in limitations_text(metrics)

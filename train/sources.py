@@ -570,10 +570,15 @@ def totals(report):
     for entry in report["sources"].values():
         for counts in entry.get("classes", {}).values():
             total.update({k: v for k, v in counts.items() if isinstance(v, int)})
-    families = sorted({e.get("family") for e in report["sources"].values() if "fake" in e.get("classes", {}) and e.get("family")})
-    collections = sorted({e.get("collection") for e in report["sources"].values()
-                          if "real" in e.get("classes", {}) and e.get("collection")})
-    return {"images": dict(total), "sources": len(report["sources"]), "families": families, "collections": collections,
+    families, collections = Counter(), Counter()  # images kept, so a family the guard emptied does not count
+    for entry in report["sources"].values():
+        for label, key, tally in (("fake", "family", families), ("real", "collection", collections)):
+            kept = entry.get("classes", {}).get(label, {}).get("kept", 0)
+            if kept and entry.get(key):
+                tally[entry[key]] += kept
+    return {"images": dict(total), "sources": sum(any(c.get("kept") for c in e.get("classes", {}).values())
+                                                  for e in report["sources"].values()),
+            "families": dict(families.most_common()), "collections": dict(collections.most_common()),
             "guard_checked": sum(e.get("guard_checked") or 0 for e in report["sources"].values())}
 
 
@@ -595,7 +600,8 @@ def print_table(report, stream=None):
     for row in [header] + short:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip(), file=stream)
     t = report["totals"]
-    print(f"\n{t['sources']} sources, {t['images'].get('kept', 0)} images kept of {t['images'].get('found', 0)} found; "
+    print(f"\n{t['sources']} sources with images kept, {t['images'].get('kept', 0)} images kept of "
+          f"{t['images'].get('found', 0)} found; "
           f"guard: {t['guard_checked']} checked, {t['images'].get('guard dropped', 0)} dropped; "
           f"{t['images'].get('duplicates dropped', 0)} duplicates dropped; {len(t['families'])} generator families, "
           f"{len(t['collections'])} real collections.", file=stream)
@@ -624,8 +630,10 @@ def docs_markdown(sources, report):
         t = totals({"sources": {s.name: built[s.name] for s in sources if s.name in built}})
         lines += ["", f"{t['images'].get('kept', 0)} images kept from {t['sources']} sources; the hidden-evaluation "
                       f"guard checked {t['guard_checked']} and dropped {t['images'].get('guard dropped', 0)}; "
-                      f"{t['images'].get('duplicates dropped', 0)} duplicates dropped; generator families: "
-                      f"{', '.join(t['families'])}; real collections: {len(t['collections'])}."]
+                      f"{t['images'].get('duplicates dropped', 0)} duplicates dropped.", "",
+                      "Fakes kept by generator family: " + ", ".join(f"{k} {v}" for k, v in t["families"].items())
+                      + ".", "", "Reals kept by collection: " + ", ".join(f"{k} {v}" for k, v in t["collections"].items())
+                      + "."]
     return "\n".join(lines) + "\n"
 
 
