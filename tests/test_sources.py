@@ -202,6 +202,11 @@ def test_duplicates_across_sources_are_dropped_from_the_later_one(world, capsys)
     assert again["sources"]["copies"]["classes"] == report["sources"]["copies"]["classes"]
     assert listing(pool / "copies") == ["real/pics__new.jpg", "source.json"]
 
+    # A source taken out of the manifest leaves the report, and its folder is pointed out, not deleted.
+    code, _, err, pool, last = build(capsys, world, entries[:1])
+    assert code == 0 and sorted(last["sources"]) == ["faces"]
+    assert f"sources: warning: {pool / 'copies'} is not in {world[0] / 'sources.toml'} any more" in err
+
 
 def test_against_folders_win_over_the_pool(world, capsys):
     shared = world[0] / "shared" / "set"

@@ -667,6 +667,10 @@ def main(argv=None):
     for line in errors:
         print(f"{prefix} {line}", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
+    stale = sorted(n for n in os.listdir(args.out) if n not in names and os.path.isfile(os.path.join(args.out, n, "source.json")))
+    for name in stale:  # left in place (it is the user's data), but said loudly: --pool would still read it
+        print(f"sources: warning: {os.path.join(args.out, name)} is not in {args.manifest} any more: delete it, or "
+              "it stays in the pool.", file=sys.stderr)
     report = load_report(args.out)
     report["sources"] = {n: e for n, e in report["sources"].items() if n in names}  # entries removed from the manifest
     failed = {}
