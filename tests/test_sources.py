@@ -349,3 +349,19 @@ def test_the_model_card_states_a_pool_source_and_its_licence(world, capsys):
     text = training_data(metrics)
     assert f"- `faces`: test faces ({OWNER_NAME} @ {world[2][:10]}). Licence: CC BY 4.0." in text
     assert "Fakes it has seen in training: StyleGAN 2 fakes." in limitations_text(metrics)
+
+
+def test_clone_fetches_a_repository_found_in_no_mirror(world, capsys):
+    tmp_path, _, commit, guard = world
+    clones = tmp_path / "clones"
+    entry = faces_entry(commit, url=f"file://{tmp_path / 'work' / 'faces'}")  # stands in for https://github.com/…
+    manifest = tmp_path / "sources.toml"
+    manifest.write_text(manifest_text([entry]))
+    argv = ["--manifest", str(manifest), "--mirrors", str(clones), "--out", str(tmp_path / "pool"), "--guard", str(guard)]
+    assert main(argv) == 1  # without --clone it says where it looked
+    assert f"repository {OWNER_NAME} is not in {clones}: fetch it there, or pass --clone." in capsys.readouterr().err
+    assert main(argv + ["--clone"]) == 0, capsys.readouterr().err
+    assert os.path.isdir(clones / "someone+faces.git")
+    report = json.loads((tmp_path / "pool" / "report.json").read_text())
+    assert report["sources"]["faces"]["git_dir"] == str(clones / "someone+faces.git")
+    assert report["sources"]["faces"]["classes"]["real"]["kept"] == 3
