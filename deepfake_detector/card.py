@@ -205,6 +205,18 @@ def _intended_use() -> str:
     ])
 
 
+def dataset_facts(metrics: dict, name: str) -> dict:
+    """What a training set is: the facts a pool source carried into the run (metrics["data"]["about"], from its
+    source.json: what, family or collection, licence, repository and commit), else the project's own sets."""
+    about = get(metrics, "data", "about", name) or {}
+    if not about:
+        return KNOWN_DATASETS.get(name, {})
+    what = about.get("what") or name
+    where = f" ({about['repo']} @ {about.get('commit', '')[:10]})" if about.get("repo") else ""
+    seen = [f"{about['family']} fakes" if about.get("family") and "fake" in about.get("classes", ["fake"]) else ""]
+    return {"what": what + where, "seen": seen[0] or f"the fakes of `{name}`", "license": about.get("license")}
+
+
 def training_data(metrics: dict) -> str:
     datasets = _dataset_names(metrics)
     counts = get(metrics, "data", "counts") or {}
@@ -213,7 +225,7 @@ def training_data(metrics: dict) -> str:
     licenses = get(metrics, "data", "licenses") or {}
     lines = ["## Training data", ""]
     for name in datasets:
-        known = KNOWN_DATASETS.get(name, {})
+        known = dataset_facts(metrics, name)
         what = f": {known['what']}" if known.get("what") else ""
         license_text = licenses.get(name) or known.get("license")
         lines.append(f"- `{name}`{what}" + (f". Licence: {license_text}." if license_text else "."))
@@ -333,7 +345,9 @@ def limitations(metrics: dict) -> str:
 
 def limitations_text(metrics: dict) -> str:
     datasets = _dataset_names(metrics)
-    seen = [KNOWN_DATASETS.get(name, {}).get("seen", f"the fakes of `{name}`") for name in datasets]
+    seen = [dataset_facts(metrics, name).get("seen", f"the fakes of `{name}`") for name in datasets
+            if "real" not in (get(metrics, "data", "about", name, "classes") or []) or
+            "fake" in (get(metrics, "data", "about", name, "classes") or [])]
     lines = []
     if seen:
         lines += ["Fakes it has seen in training: " + "; ".join(dict.fromkeys(seen)) + ".", ""]

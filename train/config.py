@@ -4,6 +4,7 @@
 the outputs (and into each checkpoint), so every result can be reproduced.
 """
 
+import argparse
 import dataclasses
 import os
 import shlex
@@ -158,15 +159,19 @@ class TrainingArguments:
 CONFIG_CLASSES = (DataArguments, ModelArguments, TrainingArguments)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults after each flag's help, and a description printed as written (its command examples intact)."""
+
+
 def build_parser(classes=CONFIG_CLASSES, prog="python -m train", description=None):
     """transformers' HfArgumentParser over the dataclasses: one flag per field (--flag-name or --flag_name),
     --no-flag for the booleans that default to on, list fields take several values."""
-    return HfArgumentParser(classes, prog=prog, description=description)
+    return HfArgumentParser(classes, prog=prog, description=description, formatter_class=_HelpFormatter)
 
 
-def parse_args(argv=None, classes=CONFIG_CLASSES, prog="python -m train"):
+def parse_args(argv=None, classes=CONFIG_CLASSES, prog="python -m train", description=None):
     """Parse the CLI into the dataclasses; a bad combination is one clear line and exit code 2."""
-    parser = build_parser(classes, prog=prog)
+    parser = build_parser(classes, prog=prog, description=description)
     try:
         *configs, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except DataError as e:

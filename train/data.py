@@ -47,6 +47,32 @@ def source_name(source):
     return os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
 
 
+def source_facts(source):
+    """What a source folder built by `python -m train.sources` says of itself (its source.json: repository, commit,
+    generator family or real collection, licence), or {} for any other source."""
+    path = os.path.join(source, "source.json") if os.path.isdir(source) else ""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def pool_folders(pool):
+    """The source folders of a pool built by `python -m train.sources`, in the manifest's order (its report.json),
+    leaving out what the guard and the deduplication set aside and unfinished builds."""
+    if not os.path.isdir(pool):
+        raise DataError(f"{pool} is not a folder: pass the --out folder of python -m train.sources.")
+    names = sorted(n for n in os.listdir(pool) if os.path.isfile(os.path.join(pool, n, "source.json")))
+    report = os.path.join(pool, "report.json")
+    if os.path.isfile(report):
+        with open(report) as f:
+            order = list(json.load(f).get("sources", {}))
+        names.sort(key=lambda n: order.index(n) if n in order else len(order))
+    if not names:
+        raise DataError(f"{pool} holds no built sources (folders with a source.json): run python -m train.sources first.")
+    return [os.path.join(pool, n) for n in names]
+
+
 def load_sources(sources, *, image_column="image", label_column="label"):
     """Load and concatenate sources into one Dataset with columns image (undecoded), label, source, split.
 
@@ -200,6 +226,7 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
     keep.sort()
 
     groups = near_duplicate_groups([facts["phash"][i] for i in keep], near_duplicate_distance)
+    groups = identity_groups(groups, [names[i] for i in keep])
     kept = data.select(keep).add_column("group", groups).add_column("sha256", [facts["sha256"][i] for i in keep])
     near_groups = defaultdict(list)
     for index, group in zip(keep, groups):
@@ -273,6 +300,34 @@ def find_faces(data, *, no_face="drop", cache_dir=FACE_CACHE, num_proc=None):
     if no_face == "drop":
         data = data.filter(lambda box: len(box) > 0, input_columns="face_box")
     return data, report
+
+
+IDENTITIES = "identities.json"
+
+
+def identity_groups(groups, paths):
+    """Merge the split groups of images showing one person, where the source folder says who is who.
+
+    A source built by `python -m train.sources` with an `identity` pattern has `<source>/identities.json`
+    ({"<class>/<file>": identity}); its images of one identity get one group, so one person never lands in both
+    train and test. Images of other sources keep their groups."""
+    tables, first = {}, {}
+    merged = list(groups)
+    for i, path in enumerate(paths):
+        if not path or path == "<bytes>":
+            continue
+        folder = os.path.dirname(os.path.dirname(path))
+        if folder not in tables:
+            table_path = os.path.join(folder, IDENTITIES)
+            tables[folder] = json.load(open(table_path)) if os.path.isfile(table_path) else None
+        table = tables[folder]
+        identity = table and table.get(os.path.relpath(path, folder).replace(os.sep, "/"))
+        if identity is None:
+            continue
+        merged[i] = first.setdefault((folder, identity), merged[i])
+    # Near-duplicate groups that joined an identity bring their other members along.
+    remap = {g: m for g, m in zip(groups, merged) if g != m}
+    return [remap.get(g, m) for g, m in zip(groups, merged)]
 
 
 def _reason_kind(reason):

@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError, load_image, open_image
 from deepfake_detector.layout import write_json
 from train.config import DataArguments, parse_args
-from train.data import class_counts, image_bytes, load_sources, scrub, source_name, split
+from train.data import class_counts, image_bytes, load_sources, pool_folders, scrub, source_facts, source_name, split
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -62,6 +62,9 @@ def _training_field(name):
 @dataclass
 class ExploreArguments:
     data: list[str] = _training_field("data")
+    pool: list[str] = field(default_factory=list, metadata={
+        "action": "extend", "help": "A pool built by python -m train.sources: each of its source folders is added "
+                                    "to --data, and the report groups them by generator family and real collection"})
     output: str = field(default="", metadata={"help": "Folder for report.md, summary.json and the figures"})
     image_column: str = _training_field("image_column")
     label_column: str = _training_field("label_column")
@@ -74,6 +77,7 @@ class ExploreArguments:
     dpi: int = field(default=80, metadata={"help": "Resolution of the figures (keep the committed report small)"})
 
     def __post_init__(self):
+        self.data = list(self.data) + [folder for pool in self.pool for folder in pool_folders(pool)]
         DataArguments(data=self.data, image_column=self.image_column, label_column=self.label_column,
                       min_size=self.min_size, near_duplicate_distance=self.near_duplicate_distance,
                       val_fraction=self.val_fraction, test_fraction=self.test_fraction)  # the same checks
@@ -338,14 +342,17 @@ def _save(fig, folder, name, dpi):
 def plot_counts(folder, summary, dpi):
     by_source = {source: summary["kept"].get(source, {"fake": 0, "real": 0}) for source in summary["sources"]}
     by_split = summary["splits"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), width_ratios=[max(len(by_source), 2), 3])
+    many = len(by_source) > 6
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 0.45 * len(by_source) + 4), 4.2 if many else 3.2),
+                             width_ratios=[max(len(by_source), 2), 3])
     for ax, table, title in ((axes[0], by_source, "per source (after the scrub)"), (axes[1], by_split, "per split")):
         names = list(table)
         for offset, label in zip((-0.2, 0.2), CLASSES):
             bars = ax.bar([i + offset for i in range(len(names))], [table[n][label] for n in names], width=0.4,
                           color=COLORS[label], label=label)
             ax.bar_label(bars, fontsize=8)
-        ax.set_xticks(range(len(names)), names, fontsize=9)
+        ax.set_xticks(range(len(names)), names, fontsize=7 if many else 9, rotation=60 if many and table is by_source else 0,
+                      ha="right" if many and table is by_source else "center")
         ax.set_title(f"Images {title}", fontsize=10)
         ax.margins(y=0.15)
     axes[0].set_ylabel("images")
@@ -513,6 +520,7 @@ def report_markdown(summary):
             f"| {_top(fake['pixel_sizes'])} / {_top(real['pixel_sizes'])} "
             f"| {_median(fake['file_kb'])} / {_median(real['file_kb'])} | {verdict} |")
 
+    lines += sources_markdown(summary)
     lines += ["", "## Shortcut check", ""]
     if summary["warnings"]:
         lines += ["> **⚠ WARNING: fakes and reals differ in how they are stored.** A model trained on this data can "
@@ -541,12 +549,13 @@ def report_markdown(summary):
 
     lines += ["", "## Class counts", "", "![class counts per source and per split](counts.png)", "",
               "*Images per class in each source after the scrub (left), and in each split training will use (right).*",
-              "", "| split | " + " | ".join(f"{s} fake | {s} real" for s in summary["sources"]) + " | fake | real |",
-              "|---" * (2 * len(summary["sources"]) + 3) + "|"]
-    for name, by_source in summary["splits_by_source"].items():
-        cells = [str(by_source.get(s, {}).get(c, 0)) for s in summary["sources"] for c in CLASSES]
-        total = summary["splits"][name]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {total['fake']} | {total['real']} |")
+              "", "| source | " + " | ".join(f"{n} {c}" for n in summary["splits"] for c in CLASSES) + " |",
+              "|---" * (2 * len(summary["splits"]) + 1) + "|"]
+    for source in summary["sources"]:  # one row a source: the table stays readable for a pool of many sources
+        cells = [str(summary["splits_by_source"][n].get(source, {}).get(c, 0)) for n in summary["splits"] for c in CLASSES]
+        lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    lines.append("| **all** | " + " | ".join(str(summary["splits"][n][c]) for n in summary["splits"] for c in CLASSES)
+                 + " |")
     dropped = summary["dropped_by_reason"]
     lines += ["", "Dropped by the scrub: " + (", ".join(f"{n} {reason}" for reason, n in dropped.items()) if dropped
                                              else "none") + f" (minimum side {summary['min_size']} px).", ""]
@@ -591,6 +600,32 @@ def report_markdown(summary):
               f"*{summary['samples_per_class']} random images per source and class (seed {summary['seed']}); "
               "the files are listed in summary.json.*", ""]
     return "\n".join(lines)
+
+
+def sources_markdown(summary):
+    """Where each source comes from (its source.json, written by python -m train.sources), and the kept images by
+    generator family and by real collection: what a model trained on this data has seen."""
+    facts = summary.get("source_facts") or {}
+    if not facts:
+        return []
+    kept = summary["kept"]
+    lines = ["", "## Sources", "", "| source | family (fakes) / collection (reals) | fake | real | licence | repository @ commit |",
+             "|---|---|---|---|---|---|"]
+    families, collections = defaultdict(lambda: [0, []]), defaultdict(lambda: [0, []])
+    for source in summary["sources"]:
+        entry, counts = facts.get(source, {}), kept.get(source, {"fake": 0, "real": 0})
+        what = " / ".join(x for x in (entry.get("family"), entry.get("collection")) if x) or "—"
+        where = f"[{entry['repo']}]({entry.get('url', '')}) @ `{entry.get('commit', '')[:10]}`" if entry.get("repo") else "—"
+        lines.append(f"| {source} | {what} | {counts['fake']} | {counts['real']} | {entry.get('license', '—')} | {where} |")
+        for table, key, label in ((families, "family", "fake"), (collections, "collection", "real")):
+            if counts[label]:
+                name = entry.get(key) or f"not recorded ({source})"
+                table[name][0] += counts[label]
+                table[name][1].append(source)
+    for title, table, label in (("Fakes by generator family", families, "fake"), ("Reals by collection", collections, "real")):
+        lines += ["", f"### {title}", "", f"| {title.split()[-1]} | {label} images | sources |", "|---|---|---|"]
+        lines += [f"| {name} | {n} | {', '.join(sources)} |" for name, (n, sources) in sorted(table.items(), key=lambda kv: -kv[1][0])]
+    return lines
 
 
 def _top(counts):
@@ -651,6 +686,7 @@ def explore(args, command=""):
     summary = {
         "command": command,
         "sources": source_names,
+        "source_facts": {source_name(s): described for s in args.data if (described := source_facts(s))},
         "seed": args.seed,
         "min_size": args.min_size,
         "near_duplicate_distance": args.near_duplicate_distance,

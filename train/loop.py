@@ -39,6 +39,7 @@ from train.data import (
     find_faces,
     load_sources,
     scrub,
+    source_facts,
     source_name,
     split,
     split_counts,
@@ -327,6 +328,10 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
         "parameters": sum(p.numel() for p in unwrapped.parameters()),
         "labels": {"0": "fake", "1": "real"},
         "data": {"sources": list(data_args["data"]), "datasets": [source_name(s) for s in data_args["data"]],
+                 # A pool source's own description and licence (its source.json), so the card can state them.
+                 "about": {source_name(s): described for s in data_args["data"] if (described := source_facts(s))},
+                 "licenses": {source_name(s): described["license"] for s in data_args["data"]
+                              if (described := source_facts(s)).get("license")},
                  "counts": counts, "scrub": {k: scrub_report[k] for k in ("images_in", "images_kept", "dropped_by_reason")}},
         "test": test,
         "per_source": ev.per_source_metrics(test_labels, p_test, test_sources),
