@@ -280,7 +280,7 @@ def create_like(folder):
 
     with open(os.path.join(folder, "config.json")) as f:
         config = json.load(f)
-    if "auto_map" in config:  # an ensemble: members and combiner are rebuilt from its config
+    if "architecture" not in config:  # an ensemble (a transformers config): members and combiner rebuilt from it
         config = {k: v for k, v in config.items() if k not in ("auto_map", "architectures", "model_type")}
         model = DeepfakeEnsembleForImageClassification(DeepfakeEnsembleConfig(**config))
         model.model_name = ENSEMBLE

@@ -10,7 +10,7 @@ the project root). For each one, `resolve_model` tries in order:
 3. the embedded folder (`models/...`), the default models shipped with the Space.
 
 It logs one line saying which one it used and why. The app then loads each `resolved.path` with
-`inference.load_pipeline`, which decides `trust_remote_code` from the folder itself (an ensemble's `auto_map`).
+`inference.load_pipeline`, which decides `trust_remote_code` from the folder itself (its `auto_map`: the ensemble's modelling file, every folder's face processor).
 """
 
 import json
