@@ -17,6 +17,7 @@ Run `python bench/bench_explain.py` for timings on this machine.
 """
 
 import contextlib
+import json
 import math
 import threading
 import time
@@ -34,8 +35,13 @@ FAKE, REAL = LABEL2ID["fake"], LABEL2ID["real"]
 # the ridge fit ~2.7 samples per unknown; on the shipped models the five strongest superpixels were the same
 # at 48, 64, 100 and 200 samples (real-ffhq.jpg). Each sample is one forward pass — ~90 ms of CPU for the
 # flip-TTA ensemble, ~30 ms for the Xception (one thread, 128 px) — so the default costs ~6 CPU-seconds on the
-# ensemble. bench/bench_explain.py measures the wall time (and writes what the app's help says).
-LIME_SAMPLES = 64
+# ensemble. bench/bench_explain.py measures the wall time at several counts.
+LIME_SAMPLES = 64  # the most the app offers by default, and the default of a model never timed
+# The app's default for each model: as many samples as fit in LIME_BUDGET_S on the Space, at least
+# LIME_MIN_SAMPLES (the slider's minimum: ~1 sample per superpixel, below which the fit is noise) and at most
+# LIME_SAMPLES. bench/bench_app.py times every model it serves and writes the table (bench/lime_timing.json).
+LIME_BUDGET_S = 5.0
+LIME_MIN_SAMPLES = 20
 LIME_SEGMENTS = 24
 LIME_FEATURES = 10  # superpixels coloured in the overlay (the strongest by |weight|)
 LIME_BATCH = 32
@@ -257,6 +263,50 @@ def lime_attribution(classifier, image, *, num_samples=LIME_SAMPLES, num_segment
         "model_input": list(view.shape[:2]), "region": "whole input" if inside.all() else "face",
     }
     return segments, {s: float(w) for s, w in enumerate(coefficients)}, info
+
+
+def budgeted_samples(seconds_per_sample, budget_s=LIME_BUDGET_S):
+    """The LIME default for a model taking `seconds_per_sample`: floor(budget / seconds per sample), clamped to
+    LIME_MIN_SAMPLES..LIME_SAMPLES (so a heavy model may go over the budget rather than give a useless fit)."""
+    return min(max(math.floor(budget_s / seconds_per_sample), LIME_MIN_SAMPLES), LIME_SAMPLES)
+
+
+def read_lime_timing(path):
+    """bench/lime_timing.json as {"budget_s", "machine", "date", "models": {name: entry}}; each entry holds
+    seconds_per_sample, p50_s (and p95_s, runs) measured at measured_at_samples, and samples, the default
+    `budgeted_samples` gives it under this file's budget (recomputed here, so the table cannot disagree with
+    the rule). A missing or unreadable file gives no models. The first format, one entry for the model timed at
+    the app's default ({"samples": 64, "model": "ensemble", "p50_s": 3.9, ...}), is read as that one model
+    measured at that count."""
+    try:
+        with open(path) as f:
+            timing = json.load(f)
+    except (OSError, ValueError):
+        timing = {}
+    if not isinstance(timing, dict):
+        timing = {}
+    if "models" not in timing and {"model", "samples", "p50_s"} <= set(timing):
+        measured = {"measured_at_samples": timing["samples"], "p50_s": timing["p50_s"],
+                    **{k: timing[k] for k in ("p95_s", "runs") if k in timing}}
+        timing = {**timing, "models": {timing["model"]: measured}}
+    budget_s = float(timing.get("budget_s", LIME_BUDGET_S))
+    models = {}
+    for name, entry in (timing.get("models") or {}).items():
+        try:
+            seconds_per_sample = float(entry.get("seconds_per_sample") or entry["p50_s"] / entry["measured_at_samples"])
+        except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            continue  # an entry without a usable time: that model is untimed
+        if not seconds_per_sample > 0:
+            continue
+        models[name] = {**entry, "seconds_per_sample": seconds_per_sample,
+                        "samples": budgeted_samples(seconds_per_sample, budget_s)}
+    return {"budget_s": budget_s, "machine": timing.get("machine"), "date": timing.get("date"), "models": models}
+
+
+def default_lime_samples(timing, name):
+    """The app's LIME default for model `name` from `read_lime_timing`'s table; LIME_SAMPLES when it was not timed."""
+    entry = timing["models"].get(name)
+    return entry["samples"] if entry else LIME_SAMPLES
 
 
 def _lime_fit(kept, target, kernel_width=0.25, alpha=1.0):

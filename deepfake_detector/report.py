@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detector.card import percent
+from deepfake_detector.explain import default_lime_samples
 from deepfake_detector.inference import BATCH_COLUMNS, VERDICTS, agreement, verdict
 from deepfake_detector.video import VIDEO_MAX_FRAMES, VIDEO_MAX_MB, VIDEO_MAX_SECONDS
 
@@ -85,22 +86,26 @@ def first_frame_note(frames):
             "scored. To score every frame, save it as a video and use the Video tab.") if frames > 1 else ""
 
 
-def lime_help(default_samples, timing_path):
-    """The LIME help, quoting the time bench/bench_app.py measured for the default (its lime_timing.json), or
-    saying it was not measured; never a guess."""
-    try:
-        with open(timing_path) as f:
-            timing = json.load(f)
-    except (OSError, ValueError):
-        timing = {}
-    if timing.get("samples") == default_samples and {"p50_s", "p95_s", "runs", "model", "machine"} <= set(timing):
-        measured = (f"{default_samples} samples (the default) took {timing['p50_s']:.1f} s (median of "
-                    f"{timing['runs']} runs, 95th percentile {timing['p95_s']:.1f} s) for the {timing['model']} on "
-                    f"{timing['machine']}, measured {timing.get('date', 'earlier')}")
+def lime_help(name, timing):
+    """The LIME help for model `name`: its default sample count and the time bench/bench_app.py measured for it
+    (`explain.read_lime_timing`'s table), or that it was not timed on this machine; never a guess."""
+    samples = default_lime_samples(timing, name)
+    entry = timing["models"].get(name)
+    if entry:
+        # Time grows with the count (each sample is one pass), so the measured run scales to the default.
+        at_default = entry["seconds_per_sample"] * samples
+        scaled = ("" if samples == entry["measured_at_samples"] else
+                  f"from {entry['p50_s']:.1f} s at {entry['measured_at_samples']} samples, ")
+        measured = (f"{scaled}median of {entry.get('runs', 'several')} runs, measured "
+                    f"{timing.get('date') or 'earlier'}")
+        over = (f" ({samples} is the fewest that give a usable fit, so it takes longer than the "
+                f"{timing['budget_s']:g} s the default aims for)" if at_default > timing["budget_s"] else "")
+        said = (f"the default for {name} is {samples} samples: ~{at_default:.1f} s on "
+                f"{timing.get('machine') or 'this machine'} ({measured}){over}")
     else:
-        measured = f"{default_samples} samples (the default) have not been timed on this machine yet"
+        said = f"the default for {name} is {samples} samples, not timed on this machine yet"
     return (f"**Samples trade time for steadiness**: each is one pass through the model, so time grows with the "
-            f"count: {measured}. Fewer give a rougher picture.")
+            f"count; {said}. Fewer give a rougher picture.")
 
 
 def track_record(metrics):

@@ -233,6 +233,76 @@ def test_lime_fit_is_lime_s_weighted_ridge():
     assert r2 == pytest.approx(ridge.score(kept, target, sample_weight=weight), abs=1e-10)
 
 
+@pytest.mark.parametrize("seconds_per_sample, samples", [
+    (0.007, 64),           # tuned-cnn: 714 would fit, the default stays at 64
+    (5.0 / 64, 64),        # exactly 64 fit
+    (0.111, 45),           # DINOv2 ViT-S/14 batch-1: floor(5 / 0.111)
+    (0.125, 40),
+    (0.25, 20),            # exactly the minimum
+    (0.5, 20),             # 10 would fit: the minimum, over the budget
+])
+def test_lime_budget_gives_the_samples_that_fit_clamped_to_20_and_64(seconds_per_sample, samples):
+    assert explain.budgeted_samples(seconds_per_sample) == samples
+
+
+def test_lime_budget_follows_the_budget():
+    assert [explain.budgeted_samples(0.25, budget_s=b) for b in (2.0, 10.0, 20.0)] == [20, 40, 64]
+
+
+def write_json(path, value):
+    import json
+
+    path.write_text(json.dumps(value))
+    return path
+
+
+def test_lime_timing_table_gives_each_model_its_default_and_an_untimed_one_the_global_default(tmp_path):
+    path = write_json(tmp_path / "lime_timing.json", {
+        "budget_s": 5.0, "machine": "2 cores", "date": "2027-01-02", "models": {
+            "dinov2": {"seconds_per_sample": 0.125, "samples": 40, "p50_s": 8.0, "measured_at_samples": 64, "runs": 5},
+            "tuned-cnn": {"seconds_per_sample": 0.007, "samples": 64, "p50_s": 0.45, "measured_at_samples": 64},
+            "broken": {"samples": 30}}})  # no time: treated as untimed
+    timing = explain.read_lime_timing(path)
+    assert (timing["budget_s"], timing["machine"], timing["date"]) == (5.0, "2 cores", "2027-01-02")
+    assert sorted(timing["models"]) == ["dinov2", "tuned-cnn"]
+    assert [explain.default_lime_samples(timing, n) for n in ("dinov2", "tuned-cnn", "broken", "xception")] == [
+        40, 64, explain.LIME_SAMPLES, explain.LIME_SAMPLES]
+
+
+def test_lime_timing_samples_follow_the_file_s_budget_not_a_stale_count(tmp_path):
+    path = write_json(tmp_path / "lime_timing.json", {"budget_s": 2.5, "models": {
+        "dinov2": {"seconds_per_sample": 0.125, "samples": 40, "p50_s": 8.0, "measured_at_samples": 64}}})
+    assert explain.default_lime_samples(explain.read_lime_timing(path), "dinov2") == 20
+
+
+def test_lime_timing_in_the_first_format_is_one_model_timed_at_its_count(tmp_path):
+    path = write_json(tmp_path / "lime_timing.json", {
+        "samples": 64, "model": "ensemble", "p50_s": 9.6, "p95_s": 10.1, "runs": 3, "machine": "2 cores",
+        "measured_by": "python bench/bench_app.py", "date": "2026-12-01"})
+    timing = explain.read_lime_timing(path)
+    assert timing["models"] == {"ensemble": {"measured_at_samples": 64, "p50_s": 9.6, "p95_s": 10.1, "runs": 3,
+                                             "seconds_per_sample": 0.15, "samples": 33}}
+    assert timing["machine"] == "2 cores" and timing["budget_s"] == explain.LIME_BUDGET_S
+
+
+@pytest.mark.parametrize("content", [None, "not json", "[1, 2]", "{}"])
+def test_a_missing_or_unreadable_lime_timing_times_no_model(tmp_path, content):
+    path = tmp_path / "lime_timing.json"
+    if content is not None:
+        path.write_text(content)
+    timing = explain.read_lime_timing(path)
+    assert timing["models"] == {} and explain.default_lime_samples(timing, "ensemble") == explain.LIME_SAMPLES
+
+
+def test_the_committed_lime_timing_is_readable_and_times_the_ensemble():
+    from pathlib import Path
+
+    timing = explain.read_lime_timing(Path(__file__).resolve().parent.parent / "bench" / "lime_timing.json")
+    assert "ensemble" in timing["models"] and timing["machine"]
+    for entry in timing["models"].values():
+        assert explain.LIME_MIN_SAMPLES <= entry["samples"] <= explain.LIME_SAMPLES
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Grad-CAM
 
