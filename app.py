@@ -43,8 +43,9 @@ from deepfake_detector.video import VIDEO_MAX_MB, VIDEO_MAX_SECONDS, read_video_
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES, EXAMPLE_CLIP = read_manifest(ROOT / "examples")  # held-out test images with their captions (examples.json)
-LIME_SAMPLES = (20, 1000, explain.LIME_SAMPLES)  # slider min, max, default
-LIME_TIMING = ROOT / "bench" / "lime_timing.json"  # the default's time, as bench/bench_app.py measured it
+LIME_SAMPLES = (explain.LIME_MIN_SAMPLES, 1000, explain.LIME_SAMPLES)  # slider min, max, default of an untimed model
+# Each model's LIME time as bench/bench_app.py measured it: the slider's default follows the model, to fit ~5 s.
+LIME_TIMING = ROOT / "bench" / "lime_timing.json"
 VIDEO_SAMPLES = (4, 64, 16)
 # Two requests at a time: the Space has 2 CPU cores and each request uses both. LIME, video and batch also have
 # their own limit of one (concurrency_id), so they cannot starve quick detections.
@@ -142,22 +143,24 @@ def compare(detectors, image):
 
 
 @user_errors
-def explain_lime(detectors, image, model_name, num_samples=explain.LIME_SAMPLES, progress=gr.Progress()):
+def explain_lime(detectors, image, model_name, num_samples=None, progress=gr.Progress()):
     """Explain a detector's verdict on the main face with LIME: which regions of the face push it towards fake or real.
 
-    Slow: each sample is one pass through the model (the default takes seconds on a CPU). For a quick map, use
-    explain_gradcam.
+    Slow: each sample is one pass through the model (the default takes about 5 s on the Space's CPU). For a quick
+    map, use explain_gradcam.
 
     Args:
         image: The photo (URL or base64 data URL); the largest face is explained.
         model_name: Which detector to explain.
-        num_samples: Perturbed images to score (20 to 1000): more is steadier and proportionally slower.
+        num_samples: Perturbed images to score (20 to 1000): more is steadier and proportionally slower. None: the model's own default, as many as take about 5 s on the Space (20 to 64).
 
     Returns:
         the face with the regions that raise P(fake) and those that lower it marked, and markdown with P(fake), the fit's R² and the time.
     """
     img = read_image(image)
     detector = choose(detectors, model_name)
+    if num_samples is None:
+        num_samples = explain.default_lime_samples(explain.read_lime_timing(LIME_TIMING), detector.name)
     num_samples = check_range(num_samples, LIME_SAMPLES[0], LIME_SAMPLES[1], "The number of LIME samples")
     crop, note, region = main_face(img, with_region=True)
     overlay, info = explain.lime_explanation(detector.classifier, crop, num_samples=num_samples, progress=progress,
@@ -391,7 +394,8 @@ def build_demo(models, *, repo_ids=None, load="now"):
                     image = image_input()
                     caption = about_example()
                     model = model_picker(detectors)
-                    samples = gr.Slider(*LIME_SAMPLES[:2], value=LIME_SAMPLES[2], step=1, label="LIME samples",
+                    start_samples, start_help = lime_defaults(detectors, start)
+                    samples = gr.Slider(*LIME_SAMPLES[:2], value=start_samples, step=1, label="LIME samples",
                                         info="More: steadier explanation, proportionally slower.")
                     with gr.Row():
                         run_lime = gr.Button("LIME", variant="primary")
@@ -400,11 +404,15 @@ def build_demo(models, *, repo_ids=None, load="now"):
                 with gr.Column():
                     lime_image = gr.Image(label="LIME (the face only)", type="filepath")
                     lime_info = gr.Markdown(elem_id="lime-info")
-                    gr.Markdown(lime_help(LIME_SAMPLES[2], LIME_TIMING) + "\n\n" + explain.HOW_TO_READ["lime"])
+                    samples_help = gr.Markdown(start_help, elem_id="lime-help")
+                    gr.Markdown(explain.HOW_TO_READ["lime"])
                 with gr.Column():
                     cam_images = gr.Gallery(label="Grad-CAM", columns=3, height=320, object_fit="contain")
                     cam_info = gr.Markdown(elem_id="cam-info")
                     gr.Markdown(explain.HOW_TO_READ["grad_cam"])
+            # As the Detect thresholds follow its model: the picked model's own default and its measured time.
+            model.change(event(lime_defaults, detectors), [model], [samples, samples_help], api_visibility="private",
+                         queue=False)
             run_lime.click(event(explain_lime, detectors), [image, model, samples], [lime_image, lime_info],
                            api_name="explain_lime", concurrency_limit=1, concurrency_id="lime", **raw)
             run_cam.click(event(explain_gradcam, detectors), [image, model], [cam_images, cam_info],
@@ -486,6 +494,16 @@ def model_thresholds(detectors, model_name):
     """
     t = choose(detectors, model_name).thresholds
     return t["fake"], t["real"]
+
+
+@user_errors
+def lime_defaults(detectors, model_name):
+    """The Explain tab's LIME slider value and help for a model: its budgeted default sample count (see
+    explain.budgeted_samples) and the time bench/bench_app.py measured for it. The file is read on each call, so
+    a refreshed bench/lime_timing.json shows without a restart."""
+    name = choose(detectors, model_name).name
+    timing = explain.read_lime_timing(LIME_TIMING)
+    return explain.default_lime_samples(timing, name), lime_help(name, timing)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ API endpoint of the launched app through gradio_client.
 """
 
 import csv
+import json
 import os
 import re
 import socket
@@ -409,6 +410,53 @@ def test_lime_samples_out_of_range_are_refused(detectors):
             == "The number of LIME samples must be between 20 and 1000 (got 5000).")
 
 
+@pytest.fixture
+def lime_timing(tmp_path, monkeypatch):
+    """A bench/lime_timing.json timing tuned-cnn at 0.125 s a sample (40 fit in 5 s) and the ensemble at 0.5
+    (10 fit: the minimum, 20); xception is not in it."""
+    path = tmp_path / "lime_timing.json"
+    path.write_text(json.dumps({"budget_s": 5.0, "machine": "the Space's 2 CPU cores", "date": "2027-01-02",
+                                "models": {
+        "tuned-cnn": {"seconds_per_sample": 0.125, "samples": 40, "p50_s": 8.0, "measured_at_samples": 64, "runs": 5},
+        "ensemble": {"seconds_per_sample": 0.5, "samples": 20, "p50_s": 32.0, "measured_at_samples": 64,
+                     "runs": 5}}}))
+    monkeypatch.setattr(app, "LIME_TIMING", path)
+    return path
+
+
+def test_lime_default_and_help_follow_the_model(detectors, lime_timing):
+    samples, said = app.lime_defaults(detectors, "tuned-cnn")
+    assert samples == 40
+    assert ("the default for tuned-cnn is 40 samples: ~5.0 s on the Space's 2 CPU cores (from 8.0 s at 64 samples, "
+            "median of 5 runs, measured 2027-01-02)") in said
+    samples, said = app.lime_defaults(detectors, "ensemble")
+    assert samples == 20 and "~10.0 s on the Space's 2 CPU cores" in said
+    assert "20 is the fewest that give a usable fit, so it takes longer than the 5 s the default aims for" in said
+    samples, said = app.lime_defaults(detectors, "xception")
+    assert samples == explain.LIME_SAMPLES
+    assert f"the default for xception is {explain.LIME_SAMPLES} samples, not timed on this machine yet" in said
+    assert (error_message(app.lime_defaults, detectors, "nope")
+            == "Unknown model 'nope': choose one of tuned-cnn, xception, ensemble.")
+
+
+def test_the_explain_tab_s_lime_slider_follows_its_model_dropdown(tiny_models, lime_timing):
+    demo = app.build_demo(tiny_models, load="lazy")
+    slider = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "LIME samples")
+    shown = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "lime-help")
+    start = app.default_model(demo.detectors)
+    assert (slider.value, shown.value) == app.lime_defaults(demo.detectors, start)
+    follows = [f for f in demo.fns.values() if [o._id for o in f.outputs] == [slider._id, shown._id]]
+    assert len(follows) == 1 and [t[1] for t in follows[0].targets] == ["change"]
+    dropdown = demo.blocks[follows[0].targets[0][0]]
+    assert isinstance(dropdown, gr.Dropdown) and follows[0].inputs == [dropdown]
+    assert follows[0].fn("tuned-cnn")[0] == 40 and follows[0].fn("xception")[0] == explain.LIME_SAMPLES
+
+
+def test_lime_without_a_sample_count_takes_the_model_s_default(detectors, lime_timing):
+    _, info = app.explain_lime(detectors, ONE_FACE, "ensemble")
+    assert "- perturbed images: 20" in info
+
+
 # ---- bad and odd input ------------------------------------------------------------------------------------
 
 
@@ -481,6 +529,9 @@ def check_compare(client, inputs):
 def check_explain_lime(client, inputs):
     overlay, info = client.predict(handle_file(ONE_FACE), "tuned-cnn", 50, api_name="/explain_lime")
     assert info.startswith("Explaining the face.") and Image.open(overlay).size[0] > 0
+    _, info = client.predict(handle_file(ONE_FACE), "tuned-cnn", None, api_name="/explain_lime")  # the model's own
+    own = explain.default_lime_samples(explain.read_lime_timing(app.LIME_TIMING), "tuned-cnn")
+    assert f"- perturbed images: {own}" in info
 
 
 def check_explain_gradcam(client, inputs):
