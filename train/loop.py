@@ -30,7 +30,7 @@ from deepfake_detector.layout import save_model, write_json
 from deepfake_detector.modeling_deepfake_ensemble import (
     DeepfakeEnsembleForImageClassification,
 )
-from deepfake_detector.models import create_model, data_config_of, logits_of
+from deepfake_detector.models import BASE_MODELS, create_model, data_config_of, logits_of
 from train import evaluate as ev
 from train.config import as_dict, command_line, output_paths, parse_args
 from train.data import (
@@ -351,7 +351,8 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     if is_ensemble:
         metrics["members"] = [m["source"] for m in unwrapped.config.members]
     if model_args["pretrained"]:
-        metrics["base_model"] = f"timm/{unwrapped.pretrained_cfg['architecture']}"
+        architecture = unwrapped.pretrained_cfg["architecture"]
+        metrics["base_model"] = BASE_MODELS.get(architecture, f"timm/{architecture}")
     if model_args.get("init_from"):  # continued training: the starting folder's lineage is this model's too
         metrics["init_from"] = model_args["init_from"]
         start = os.path.join(model_args["init_from"], "metrics.json")
