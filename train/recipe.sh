@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shipped models' recipe, one run after another; rerun the same command to --resume an interrupted run.
 #
-#   bash train/recipe.sh                      # CPU (what models/ was trained with: 2 cores, ~3 h)
+#   bash train/recipe.sh                      # CPU (what models/ was trained with: 2 cores, ~5 h)
 #   EXTRA="--mixed-precision bf16 --num-workers 8" bash train/recipe.sh     # a GPU
 #   LIMIT=150 bash train/recipe.sh            # stop cleanly after ~150 min; run again later to continue
 #
@@ -16,12 +16,12 @@ for set in faces140k faces140k-extra ciplab stylegan2-thumbs lfw-faceswap sd-peo
 # the app scores; --balance-sources 0.5 stops sd-people (5.3k images) from deciding the model alone.
 COMMON="$SOURCES --min-size 128 --crop-faces --balance-sources 0.5 $EXTRA"
 
-run() {  # run NAME ARGS...: skip a finished run, resume an interrupted one
+run() {  # run NAME ARGS...: skip a finished run, resume an interrupted one (MODULE=train.cached etc. picks the entry point)
     local name=$1; shift
     [ -d "$OUT/$name" ] && { echo "$OUT/$name is done"; return 0; }
     local resume=""
-    [ -d "$OUT/$name.partial/checkpoint" ] && resume="--resume"
-    python -m train $COMMON "$@" --output "$OUT/$name" $resume ${LIMIT:+--time-limit-minutes $LIMIT}
+    [ -d "$OUT/$name.partial/checkpoint" ] && [ "${MODULE:-train}" != train.stack ] && resume="--resume"
+    python -m "${MODULE:-train}" $COMMON "$@" --output "$OUT/$name" $resume ${LIMIT:+--time-limit-minutes $LIMIT}
     [ -d "$OUT/$name" ]  # a time-limited stop leaves only the .partial folder: stop here, continue next time
 }
 
@@ -32,6 +32,13 @@ run efficientnet-lite2-160 --model efficientnet-lite2 --pretrained --image-size 
 run efficientnet-lite2 --model efficientnet-lite2 --init-from "$OUT/efficientnet-lite2-160" --image-size 224 --epochs 1 \
     --learning-rate 2e-4 --warmup-epochs 0.1 --patience 1 --num-workers 1
 run tuned-cnn --model tuned-cnn --image-size 128 --epochs 6 --patience 3 --num-workers 2
-run ensemble --model ensemble --members "$OUT/tuned-cnn" "$OUT/efficientnet-lite2" --flip-tta --epochs 1 \
-    --learning-rate 1e-2 --save-dtype float16 --num-workers 2
+# DINOv2 ViT-S/14: blocks 0-9 frozen and cached once, blocks 10-11 + norm + head trained over the cache
+# (python -m train.cached), on the rows and face boxes of the Lite2 run so the test images are the same.
+MODULE=train.cached run dinov2-vits14 --model dinov2-vits14 --pretrained --freeze-blocks 10 \
+    --splits-from "$OUT/efficientnet-lite2" --epochs 5 --learning-rate 2e-4 --warmup-epochs 0.3 --weight-decay 0.05 \
+    --patience 2 --batch-size 32 --num-workers 1 --robustness jpeg_q75 downscale_64 --save-dtype float16
+# The ensemble: Lite2 + DINOv2, its combiner fitted on half of their validation split (python -m train.stack).
+MODULE=train.stack run ensemble --model ensemble --members "$OUT/efficientnet-lite2" "$OUT/dinov2-vits14" \
+    --splits-from "$OUT/efficientnet-lite2" --batch-size 32 --num-workers 1 --robustness jpeg_q75 downscale_64 \
+    --save-dtype float16
 run xception --model xception --width 0.5 --image-size 128 --epochs 6 --patience 3 --num-workers 2
