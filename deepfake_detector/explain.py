@@ -438,7 +438,7 @@ def grad_cam_map(classifier, image, *, member=None):
     start = time.perf_counter()
     _, pixel_values, view = model_input(classifier, image)
     chosen = _chosen_members(classifier, member)
-    last = {name: list(_member_stages(classifier, name).items())[-1] for name, _ in chosen}
+    last = {name: _cam_stage(classifier, name, member_module) for name, member_module in chosen}
     modules = [module for _, module in last.values()]
     # Gradients even if the caller runs under inference_mode / no_grad; the input asks for them so it works
     # whatever the parameters' requires_grad. autograd.grad leaves the parameters' .grad untouched.
@@ -451,7 +451,7 @@ def grad_cam_map(classifier, image, *, member=None):
     total = np.zeros(size, dtype=np.float32)
     contributions = {}
     for (layer, module), gradient in zip(last.values(), gradients):
-        activation = outputs[module].detach()
+        activation, gradient = _as_map(outputs[module].detach()), _as_map(gradient)
         cam = (gradient.sum((2, 3), keepdim=True) * activation).sum(1, keepdim=True)
         if len(cam) > len(pixel_values):  # an ensemble with flip_tta also ran the mirror image: mirror back, add
             cam = cam[:len(pixel_values)] + cam[len(pixel_values):].flip(-1)
@@ -465,6 +465,23 @@ def grad_cam_map(classifier, image, *, member=None):
         "peak": round(max(float(total.max()), 0.0), 4), "seconds": round(time.perf_counter() - start, 3),
     }
     return total, info
+
+
+def _cam_stage(classifier, member_name, module):
+    """(name, module) whose output Grad-CAM weighs: the last stage; for a ViT pooled on its CLS token the block
+    before the last, as the last block's patch tokens never reach the head (their gradient is zero)."""
+    stages = list(_member_stages(classifier, member_name).items())
+    is_vit = hasattr(module, "cls_token") and getattr(module, "global_pool", None) == "token"
+    return stages[-2] if is_vit and len(stages) > 1 else stages[-1]
+
+
+def _as_map(tensor):
+    """A ViT block's tokens [B, prefix + g*g, D] as a [B, D, g, g] map (its prefix tokens dropped); conv maps as
+    they are."""
+    if tensor.ndim != 3:
+        return tensor
+    grid = math.isqrt(tensor.shape[1])
+    return tensor[:, tensor.shape[1] - grid * grid:].transpose(1, 2).reshape(len(tensor), -1, grid, grid)
 
 
 def _chosen_members(classifier, member):

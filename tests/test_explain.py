@@ -375,3 +375,18 @@ def test_grad_cam_inside_inference_mode(classifiers, image):
 def test_how_to_read_has_two_lines_per_view():
     assert set(explain.HOW_TO_READ) == {"lime", "grad_cam", "feature_maps"}
     assert all(len(text.splitlines()) == 2 for text in explain.HOW_TO_READ.values())
+
+
+def test_grad_cam_of_a_vit_weighs_the_patch_tokens_of_its_last_block_but_one(tmp_path):
+    # A ViT pooled on its CLS token: the last block's patch tokens never reach the head (zero gradient), so
+    # Grad-CAM reads the block before, its tokens laid out as the patch grid.
+    from deepfake_detector.models import create_model
+
+    torch.manual_seed(0)
+    folder = save_model(create_model("dinov2-vits14", image_size=56).eval(), str(tmp_path / "vit"))
+    classifier = load_pipeline(folder)
+    cam, info = explain.grad_cam_map(classifier, face_like(np.random.RandomState(0), 80))
+    assert cam.shape == (56, 56) and np.isfinite(cam).all() and np.abs(cam).max() > 0
+    assert info["layers"] == ["stage 11 (384 ch, 1/14)"]  # blocks.10, the last block but one
+    overlay, _ = explain.grad_cam(classifier, face_like(np.random.RandomState(0), 80))
+    assert overlay.size == (80, 80)
