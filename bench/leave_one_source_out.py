@@ -32,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from deepfake_detector.models import MODELS, create_model, data_config, data_config_of
-from train.data import ImageDataset, find_faces, load_sources, scrub, split, splits_from_run
+from train.data import ImageDataset, find_faces, load_sources, scrub, source_weights, split, splits_from_run
 
 FAKE = 0
 
@@ -89,9 +89,9 @@ def dinov2_features(rows, name, batch_size=64):
     return np.concatenate(features)
 
 
-def fit(x, y):
+def fit(x, y, weights=None):
     head = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
-    return head.fit(x, y)
+    return head.fit(x, y, logisticregression__sample_weight=weights)
 
 
 def score(head, x, y):
@@ -107,14 +107,8 @@ FAMILY = {"faces140k": "StyleGAN", "faces140k-extra": "StyleGAN", "ciplab": "Pho
 
 
 def balanced(sources):
-    counts = {s: (sources == s).sum() for s in set(sources)}
-    w = np.array([1.0 / counts[s] for s in sources])
-    return w * len(w) / w.sum()
-
-
-def fit_weighted(x, classes, weights=None):
-    head = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
-    return head.fit(x, classes, logisticregression__sample_weight=weights)
+    """Every source weighed alike (the training loop's --balance-sources 1)."""
+    return source_weights(list(sources), 1.0).numpy()
 
 
 def p_fake_of(head, x, is_fake):
@@ -134,18 +128,18 @@ def family_designs(feats, full, test, sources):
     families = np.array([FAMILY.get(src, src) for src in s])
     designs = {}
     start = time.time()
-    designs["pooled, natural sampling"] = p_fake_of(fit_weighted(x, y), x_test, fake)
-    designs["pooled, source-balanced"] = p_fake_of(fit_weighted(x, y, balanced(s)), x_test, fake)
+    designs["pooled, natural sampling"] = p_fake_of(fit(x, y), x_test, fake)
+    designs["pooled, source-balanced"] = p_fake_of(fit(x, y, balanced(s)), x_test, fake)
     by_family = np.where(y == FAKE, families, "real")
-    designs["real + a class per fake family"] = p_fake_of(fit_weighted(x, by_family, balanced(s)), x_test,
+    designs["real + a class per fake family"] = p_fake_of(fit(x, by_family, balanced(s)), x_test,
                                                           lambda c: c != "real")
     by_source = np.array([f"{src}/{label}" for src, label in zip(s, y)])
-    designs["a class per source and label"] = p_fake_of(fit_weighted(x, by_source, balanced(s)), x_test,
+    designs["a class per source and label"] = p_fake_of(fit(x, by_source, balanced(s)), x_test,
                                                         lambda c: c.endswith(f"/{FAKE}"))
-    experts = {src: fit_weighted(x[s == src], y[s == src]) for src in sources}
+    experts = {src: fit(x[s == src], y[s == src]) for src in sources}
     logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1))  # noqa: E731
     expert_scores = lambda feats_: np.stack([logit(p_fake_of(experts[src], feats_, fake)) for src in sources], 1)  # noqa: E731
-    combiner = fit_weighted(expert_scores(x_val), y_val, balanced(s_val))
+    combiner = fit(expert_scores(x_val), y_val, balanced(s_val))
     designs["experts per source + combiner (fit on validation)"] = p_fake_of(combiner, expert_scores(x_test), fake)
     specialist = np.zeros(len(y_test))
     for src in sources:  # the reference: each source scored by the expert trained on it alone
@@ -177,8 +171,10 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.output, exist_ok=True)
 
+    full = None  # a finished run's whole splits, kept for the DINOv2 cache and the family-aware designs
     if args.splits_from:
-        splits = splits_from_run(args.splits_from)[0]
+        full = splits_from_run(args.splits_from)[0]
+        splits = dict(full)
     elif args.data:
         kept, _ = scrub(load_sources(args.data), min_size=args.min_size)
         kept, _ = find_faces(kept)
@@ -200,7 +196,6 @@ def main():
         if args.backbone == "dinov2-vits14" and args.splits_from:
             # The cache holds the whole train split (train.cached's); the sample is a selection of it. The whole
             # split and validation are kept for the family-aware designs below.
-            full = splits_from_run(args.splits_from)[0]
             feats = {"train_full": dinov2_features(full["train"], "train"),
                      "validation": dinov2_features(full["validation"], "validation"),
                      "test": dinov2_features(splits["test"], "test")}
@@ -239,7 +234,7 @@ def main():
               f"{score(out, feats['test'][test], y['test'][test])[2]:>22.3f}")
 
     if "train_full" in feats:
-        family_designs(feats, splits_from_run(args.splits_from)[0], splits["test"], sorted(set(src["test"])))
+        family_designs(feats, full, splits["test"], sorted(set(src["test"])))
 
 
 if __name__ == "__main__":

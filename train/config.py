@@ -181,10 +181,10 @@ def parse_args(argv=None, classes=CONFIG_CLASSES, prog="python -m train", descri
     return tuple(configs)
 
 
-def command_line(argv=None):
+def command_line(argv=None, prog="python -m train"):
     """The command that reproduces this run, as the user would type it."""
     argv = sys.argv[1:] if argv is None else argv
-    return "python -m train " + " ".join(shlex.quote(a) for a in argv)
+    return f"{prog} " + " ".join(shlex.quote(a) for a in argv)
 
 
 def as_dict(*configs):

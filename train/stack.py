@@ -35,7 +35,7 @@ from deepfake_detector.images import DataError
 from deepfake_detector.layout import write_json
 from deepfake_detector.models import ENSEMBLE, create_model, data_config_of
 from train import evaluate as ev
-from train.config import CONFIG_CLASSES, as_dict, output_paths, parse_args
+from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
 from train.data import ImageDataset, splits_from_run
 from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader
 
@@ -55,7 +55,7 @@ def main(argv=None):
                                                                prog="python -m train.stack")
     try:
         run(data_args, model_args, train_args, stack_args,
-            command="python -m train.stack " + " ".join(sys.argv[1:] if argv is None else argv))
+            command=command_line(argv, prog="python -m train.stack"))
     except DataError as e:
         print(f"train.stack: error: {e}", file=sys.stderr)
         return 2
