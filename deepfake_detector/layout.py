@@ -50,9 +50,9 @@ def read_json(path):
 
 
 def save_model(model, folder, *, dtype=None, thresholds=None):
-    """Write config + weights (+ preprocessing, + modeling file for the ensemble) into `folder`, the weights in
-    `dtype` (default torch.float32); with `thresholds` ({"fake", "real", ...} on P(fake)) config.json carries
-    the verdict rule too."""
+    """Write config + weights (+ the face-cropping image processor, + modeling file for the ensemble) into
+    `folder`, the weights in `dtype` (default torch.float32); with `thresholds` ({"fake", "real", ...} on
+    P(fake)) config.json carries the verdict rule too."""
     from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 
     os.makedirs(folder, exist_ok=True)
@@ -60,6 +60,7 @@ def save_model(model, folder, *, dtype=None, thresholds=None):
         save_ensemble(model, folder, dtype=dtype)
     else:
         save_timm(model, folder, dtype=dtype)
+    add_face_processor(folder)
     if thresholds is not None:
         set_thresholds(folder, thresholds)
     return folder
@@ -117,7 +118,6 @@ def save_timm(model, folder, *, dtype=None):
     config["dtype"] = "float32"
     write_json(config_path, config)
     _save_weights(model.state_dict(), os.path.join(folder, WEIGHTS), dtype)
-    add_face_processor(folder)
 
 
 def save_ensemble(model, folder, *, dtype=None):
@@ -130,7 +130,6 @@ def save_ensemble(model, folder, *, dtype=None):
     model.config.save_pretrained(folder)
     _save_weights(model.state_dict(), os.path.join(folder, WEIGHTS), dtype)
     shutil.copyfile(os.path.join(os.path.dirname(__file__), MODELING_FILE), os.path.join(folder, MODELING_FILE))
-    add_face_processor(folder)
 
 
 def add_face_processor(folder):
