@@ -113,8 +113,14 @@ def get(metrics: dict, *keys, default=None):
 
 
 # ---- what the card is about ------------------------------------------------------------------------------
+def _remote_code(metrics: dict) -> bool:
+    """Whether the model runs its modelling file from the repo: the ensemble, and a feature probe (train.probe),
+    which ships as a one-member ensemble."""
+    return metrics.get("architecture") == "deepfake_ensemble" or metrics.get("model") == "ensemble"
+
+
 def _library(metrics: dict) -> str:
-    return metrics.get("library_name") or ("transformers" if metrics.get("model") == "ensemble" else "timm")
+    return metrics.get("library_name") or ("transformers" if _remote_code(metrics) else "timm")
 
 
 def _dataset_names(metrics: dict) -> list[str]:
@@ -134,7 +140,7 @@ def card_data(metrics: dict, *, repo_id: str | None = None) -> ModelCardData:
     """The YAML front matter of a model card: huggingface_hub's ModelCardData, test figures as EvalResults."""
     library = _library(metrics)
     tags = ["deepfake-detection", "fake-face-detection", "image-classification", library]
-    if metrics.get("model") == "ensemble":
+    if _remote_code(metrics):
         tags.append("custom_code")
     results = _eval_results(metrics)
     return ModelCardData(
@@ -380,7 +386,7 @@ def limitations_text(metrics: dict) -> str:
 
 def _how_to_use(metrics: dict, repo_id: str | None) -> str:
     repo_id = repo_id or DEFAULT_REPO_ID
-    remote = metrics.get("model") == "ensemble"
+    remote = _remote_code(metrics)
     lines = ["## How to use", "", "```python", "from transformers import pipeline", "",
              f'detector = pipeline("image-classification", model="{repo_id}", trust_remote_code=True)',
              'detector("photo.jpg")  # [{"label": "fake", "score": ...}, {"label": "real", "score": ...}]', "```",
@@ -396,7 +402,7 @@ def _how_to_use(metrics: dict, repo_id: str | None) -> str:
              "```python", "from deepfake_detector.inference import verdict", "",
              'verdict(detector("photo.jpg"), detector.model.config)  # "fake", "real" or "uncertain"', "```"]
     if remote:
-        lines += ["", "The ensemble also runs its modelling code from this repo (`modeling_deepfake_ensemble.py`)."]
+        lines += ["", "The model also runs its modelling code from this repo (`modeling_deepfake_ensemble.py`)."]
     if _library(metrics) == "timm":
         lines += ["", "With timm directly (give it a face crop):", "", "```python", "import timm", "",
                   f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()',

@@ -121,7 +121,8 @@ def _fake_probability(logits):
 
 
 def members(classifier):
-    """[(name or None, timm module)]: one unnamed entry for a timm model, one per member for the ensemble."""
+    """[(name or None, timm module)]: one unnamed entry for a timm model, one per member for the ensemble (a
+    feature probe's ViT backbone for a probe member)."""
     model = classifier.model
     if hasattr(model, "timm_model"):
         return [(None, model.timm_model)]
@@ -130,7 +131,7 @@ def members(classifier):
         for i, spec in enumerate(model.config.members):
             name = spec.get("name") or spec.get("architecture") or f"member {i}"
             names.append(name if name not in names else f"{name} #{i + 1}")
-        return list(zip(names, model.members))
+        return [(name, getattr(member, "backbone", member)) for name, member in zip(names, model.members)]
     raise ValueError(f"{type(model).__name__} is neither a timm model nor the ensemble: nothing to explain.")
 
 

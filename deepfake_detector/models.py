@@ -18,6 +18,7 @@ the saved preprocessing config are derived from them, never re-typed elsewhere.
 """
 
 import importlib
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification
+from transformers.utils import cached_file
 
 from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError
 from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleConfig, DeepfakeEnsembleForImageClassification
@@ -216,31 +218,48 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False):
     if len(member_paths) < 2:
         raise DataError("The ensemble needs --members with at least two trained model folders "
                         "(e.g. --members runs/tuned-cnn runs/xception).")
-    members = [load_timm_member(path) for path in member_paths]
+    members = [load_member(path) for path in member_paths]
     # The ensemble feeds every member one resized copy of its input, so all must see the same share of the image.
-    crops = {m.pretrained_cfg["crop_pct"] for m in members}
+    crops = {cfg["crop_pct"] for _, _, cfg in members}
     if len(crops) > 1:
         raise DataError(f"--members were trained on different shares of the image (--crop-pct {sorted(crops)}): "
                         "retrain them with one --crop-pct to combine them.")
-    sizes = [m.pretrained_cfg["input_size"][-1] for m in members]
-    largest = members[sizes.index(max(sizes))].pretrained_cfg
+    sizes = [cfg["input_size"][-1] for _, _, cfg in members]
+    largest = members[sizes.index(max(sizes))][2]  # the first of the largest: its input is passed on unchanged
     config = DeepfakeEnsembleConfig(
-        members=[
-            {"name": getattr(m, "model_name", m.default_cfg.get("architecture")), "source": str(path),
-             "architecture": m.default_cfg["architecture"], "model_args": m.model_args,
-             "data_config": {k: m.pretrained_cfg[k] for k in ("input_size", "mean", "std", "interpolation",
-                                                                "crop_pct")}}
-            for m, path in zip(members, member_paths)
-        ],
-        combine=combine, flip_tta=flip_tta,
+        members=[spec for _, spec, _ in members], combine=combine, flip_tta=flip_tta,
         pretrained_cfg={k: largest[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")},
         id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
     )
     model = DeepfakeEnsembleForImageClassification(config)
-    for slot, member in zip(model.members, members):
+    for slot, (member, _, _) in zip(model.members, members):
         slot.load_state_dict(member.state_dict())
     model.model_name = ENSEMBLE
     return model
+
+
+def load_member(path):
+    """A trained folder (or Hub id) as an ensemble member: (module, its spec in the ensemble's config, its
+    preprocessing). A timm model, or a feature probe (a one-member ensemble folder written by train.probe)."""
+    try:
+        with open(cached_file(path, "config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DataError(f"--members {path}: not a trained model folder or Hub model ({str(e).splitlines()[0]}); "
+                        "train it first with python -m train.") from None
+    if config.get("model_type") != DeepfakeEnsembleConfig.model_type:
+        m = load_timm_member(path)
+        spec = {"name": getattr(m, "model_name", None) or m.default_cfg.get("architecture"), "source": str(path),
+                "architecture": m.default_cfg["architecture"], "model_args": m.model_args,
+                "data_config": {k: m.pretrained_cfg[k] for k in ("input_size", "mean", "std", "interpolation",
+                                                                   "crop_pct")}}
+        return m, spec, m.pretrained_cfg
+    if len(config["members"]) != 1 or "probe" not in config["members"][0]:
+        raise DataError(f"--members {path} is an ensemble: ensembles of ensembles are not supported (a feature "
+                        "probe, a one-member folder from python -m train.probe, is).")
+    probe = DeepfakeEnsembleForImageClassification.from_pretrained(path)
+    spec = {**config["members"][0], "source": str(path)}
+    return probe.members[0], spec, dict(probe.config.pretrained_cfg)
 
 
 def load_timm_member(path):
@@ -278,8 +297,6 @@ def create_like(folder):
     """An untrained model built to a saved folder's recipe — architecture, arguments, input size and
     preprocessing, all read from its config.json — with random weights: for timing, where speed does not depend
     on the weights, so benchmarks never retype the shipped sizes."""
-    import json
-
     with open(os.path.join(folder, "config.json")) as f:
         config = json.load(f)
     if "architecture" not in config:  # an ensemble (a transformers config): members and combiner rebuilt from it

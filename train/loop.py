@@ -281,11 +281,12 @@ def save_checkpoint(accelerator, work, state):
 
 
 def finish(model, accelerator, datasets, loaders, splits, state, run_config, scrub_report, counts, work, final,
-           train_args, precomputed=None):
+           train_args, precomputed=None, describe=None):
     """Best weights → temperature on validation → test metrics, robustness, plots → Hub folder → move in place.
 
     `precomputed` ({"validation": (logits, labels, index), "test": …}) skips scoring those clean splits again
-    when the caller already has the model's logits for them (train/cached.py, from its exact activations)."""
+    when the caller already has the model's logits for them (train/cached.py, from its exact activations).
+    `describe` overrides or adds metrics.json entries (train/probe.py: its model name and head)."""
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(load_file(os.path.join(work, BEST)))
     precomputed = precomputed or {}
@@ -350,8 +351,9 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     }
     if is_ensemble:
         metrics["members"] = [m["source"] for m in unwrapped.config.members]
-    if model_args["pretrained"]:
-        architecture = unwrapped.pretrained_cfg["architecture"]
+    if model_args["pretrained"]:  # a feature probe (a one-member ensemble): its member's base
+        architecture = (unwrapped.config.members[0]["architecture"] if is_ensemble
+                        else unwrapped.pretrained_cfg["architecture"])
         metrics["base_model"] = BASE_MODELS.get(architecture, f"timm/{architecture}")
     if model_args.get("init_from"):  # continued training: the starting folder's lineage is this model's too
         metrics["init_from"] = model_args["init_from"]
@@ -360,6 +362,7 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
             with open(start) as f:
                 metrics.update({k: v for k, v in json.load(f).items() if k in ("pretrained", "base_model")})
 
+    metrics.update(describe or {})
     # config.json carries the thresholds: the app and pipeline() users read them there.
     save_model(unwrapped, work, dtype=getattr(torch, train_args.save_dtype), thresholds=thresholds)
     metrics["files"] = ev.save_plots(work, test, state["history"], test_labels, p_test)

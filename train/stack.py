@@ -33,8 +33,10 @@ from tqdm.auto import tqdm
 
 from deepfake_detector.images import DataError
 from deepfake_detector.layout import write_json
+from deepfake_detector.modeling_deepfake_ensemble import FeatureProbe
 from deepfake_detector.models import ENSEMBLE, create_model, data_config_of
 from train import evaluate as ev
+from train.cached import CACHE, Split, cached_activations
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
 from train.data import ImageDataset, splits_from_run
 from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader
@@ -48,6 +50,8 @@ class StackArguments:
     fit_fraction: float = field(default=0.5, metadata={
         "help": "Share of the validation split the combiner is fitted on; the rest calibrates and sets thresholds"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty on the combiner's weights"})
+    cache_dir: str = field(default=CACHE, metadata={
+        "help": "train.cached's activation cache, where a feature probe member's activations are read"})
 
 
 def main(argv=None):
@@ -74,17 +78,40 @@ def fit_split(labels, sources, fraction, seed):
 
 
 @torch.no_grad()
-def member_logits(ensemble, loader, name):
+def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE):
     """[rows, members × 2] logits of every member as the ensemble computes them (flip-averaged with flip_tta:
-    exact, as the combiner is linear), and the labels."""
-    parts, labels = [], []
-    for pixels, y, _ in tqdm(loader, desc=f"members on {name}", leave=False):
-        views = [pixels, pixels.flip(-1)] if ensemble.config.flip_tta else [pixels]
-        per_view = [torch.cat([member(x) for member, x in zip(ensemble.members, ensemble.member_inputs(v))], 1)
-                    for v in views]
-        parts.append(torch.stack(per_view).mean(0))
-        labels.append(y)
-    return torch.cat(parts), torch.cat(labels)
+    exact, as the combiner is linear), and the labels.
+
+    A feature probe that sees the ensemble's own input unchanged (it is the first of the largest members, so its
+    size, resizing and normalisation are the ensemble's) is read from train.cached's activation cache, keyed by
+    the rows and its frozen weights: the cache train.probe filled, so its ViT is not run again. Every other
+    member runs on the images."""
+    config = data_config_of(ensemble)
+    columns, on_images = [None] * len(ensemble.members), []
+    for i, (member, spec) in enumerate(zip(ensemble.members, ensemble.config.members)):
+        if isinstance(member, FeatureProbe) and not ensemble.config.flip_tta and _sees_input(spec, config):
+            start = member.layers[0] + 1
+            array = cached_activations(Split(member.backbone, start).eval(), rows, config, cache_dir, name,
+                                       train_args.batch_size, train_args.num_workers)
+            columns[i] = torch.cat([member(torch.from_numpy(np.array(array[j:j + train_args.batch_size])), start)
+                                    for j in range(0, len(array), train_args.batch_size)])
+        else:
+            on_images.append(i)
+    if on_images:
+        parts = []
+        loader = make_loader(ImageDataset(rows, config), train_args, shuffle=False)
+        for pixels, _, _ in tqdm(loader, desc=f"members on {name}", leave=False):
+            views = [pixels, pixels.flip(-1)] if ensemble.config.flip_tta else [pixels]
+            per_view = [torch.stack([ensemble.members[i](x) for i, x in enumerate(ensemble.member_inputs(v))
+                                     if i in on_images]) for v in views]
+            parts.append(torch.stack(per_view).mean(0))
+        for k, logits in enumerate(torch.cat(parts, 1)):
+            columns[on_images[k]] = logits
+    return torch.cat(columns, 1), torch.as_tensor(np.asarray(rows["label"]))
+
+
+def _sees_input(spec, config):
+    return all(spec["data_config"][k] == config[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct"))
 
 
 def fit_combiner(combiner, x, y, l2):
@@ -120,14 +147,16 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     splits, scrub_report, counts = splits_from_run(stack_args.splits_from)
     model = create_model(ENSEMBLE, members=model_args.members, combine="logits", flip_tta=model_args.flip_tta).eval()
     config = data_config_of(model)
-    loaders = {name: make_loader(ImageDataset(splits[name], config), train_args, shuffle=False)
-               for name in ("validation", "test")}
+    fit, rest = fit_split(np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"]),
+                          stack_args.fit_fraction, train_args.seed)
+    if not len(fit) or not len(rest):
+        raise DataError(f"the members' validation split ({len(fit) + len(rest)} images) is too small to share "
+                        f"between fitting the combiner and calibrating it: train the members on more images, or "
+                        f"change --fit-fraction ({stack_args.fit_fraction}).")
     start = time.time()
-    x_val, y_val = member_logits(model, loaders["validation"], "validation")
-    x_test, y_test = member_logits(model, loaders["test"], "test")
+    x_val, y_val = member_logits(model, splits["validation"], train_args, "validation", stack_args.cache_dir)
+    x_test, y_test = member_logits(model, splits["test"], train_args, "test", stack_args.cache_dir)
     scored_s = time.time() - start
-    fit, rest = fit_split(y_val.numpy(), np.asarray(splits["validation"]["source"]), stack_args.fit_fraction,
-                          train_args.seed)
     fit_loss = fit_combiner(model.combiner, x_val[fit], y_val[fit], stack_args.l2)
     with torch.no_grad():
         val_logits, test_logits = model.combiner(x_val[rest]).numpy(), model.combiner(x_test).numpy()

@@ -1,0 +1,168 @@
+"""train.probe: a frozen ViT read at several blocks, one class per (source, label), the fake classes summed.
+
+    python -m pytest tests/test_probe.py
+
+The DINOv2 ViT-S/14 layout at 28 px (2x2 patches), as in test_cached.py: real depth and width, few tokens.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from deepfake_detector import explain
+from deepfake_detector.card import model_card
+from deepfake_detector.images import load_image
+from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
+from deepfake_detector.modeling_deepfake_ensemble import FeatureProbe
+from deepfake_detector.models import create_model
+from helpers import make_image_folder
+from train.cached import Split
+from train.loop import main as train_main
+from train.probe import class_names, main
+from train.stack import main as stack_main
+
+TINY = ["--model", "dinov2-vits14", "--image-size", "28", "--batch-size", "8", "--num-workers", "0"]
+
+
+def _probe(layers, class_labels=(0, 1)):
+    torch.manual_seed(0)
+    vit = create_model("dinov2-vits14", image_size=28)
+    probe = FeatureProbe(vit.pretrained_cfg["architecture"], vit.model_args, layers, list(class_labels)).eval()
+    probe.backbone.load_state_dict({k: v for k, v in vit.state_dict().items() if not k.startswith("head.")})
+    return probe
+
+
+def test_the_collapsed_logits_give_the_summed_probability_of_each_label_s_classes():
+    probe = _probe([11], class_labels=[0, 1, 0, 0, 1])
+    class_logits = torch.randn(4, 5) * 3
+    p = class_logits.softmax(1)
+    collapsed = probe.collapse(class_logits).softmax(1)
+    torch.testing.assert_close(collapsed[:, 0], p[:, [0, 2, 3]].sum(1))
+    torch.testing.assert_close(collapsed[:, 1], p[:, [1, 4]].sum(1))
+
+
+@pytest.mark.parametrize("layers", [[9, 10, 11], [4, 11], [11]])
+def test_features_from_cached_tokens_are_the_features_from_pixels(layers):
+    probe = _probe(layers)
+    pixels = torch.randn(3, 3, 28, 28)
+    start = layers[0] + 1
+    with torch.no_grad():
+        expected = probe.features(pixels)
+        tokens = Split(probe.backbone, start).prefix(pixels) if start < 12 else None
+        if tokens is None:  # only the last block is read: the cache would hold its own (pre-norm) output
+            tokens = Split(probe.backbone, 11).prefix(pixels)
+            tokens = probe.backbone.blocks[11](tokens)
+        got = probe.features(tokens, start)
+    assert expected.shape == (3, 2 * 384 * len(layers))
+    torch.testing.assert_close(got, expected)
+    # the last block is read after the final norm: its part of the vector is not the raw block output
+    vit = probe.backbone
+    with torch.no_grad():
+        last = vit.norm(vit.blocks(vit.norm_pre(vit._pos_embed(vit.patch_embed(pixels)))))
+    torch.testing.assert_close(expected[:, -768:-384], last[:, 0])
+
+
+def test_classes_are_one_per_source_and_label_or_plain_labels():
+    rows = {"label": [0, 1, 0, 1], "source": ["b", "b", "a", "a"]}
+    names, classes, class_labels = class_names(rows, "source")
+    assert list(names) == ["b/fake", "b/real", "a/fake", "a/real"]
+    assert classes == ["a/fake", "a/real", "b/fake", "b/real"] and class_labels == [0, 1, 0, 1]
+    names, classes, class_labels = class_names(rows, "label")
+    assert classes == ["fake", "real"] and class_labels == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    # As the recipe does: a CNN trained first, the probe on its splits (--splits-from), so the two share rows.
+    root = tmp_path_factory.mktemp("probe")
+    data = [make_image_folder(str(root / "a"), per_class=12, seed=0),
+            make_image_folder(str(root / "b"), per_class=12, seed=1)]
+    cache, probe, cnn = str(root / "cache"), str(root / "dinov2-probe"), str(root / "tuned-cnn")
+    assert train_main(["--data", *data, "--model", "tuned-cnn", "--image-size", "28", "--width", "0.25",
+                       "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--output", cnn]) == 0
+    assert main(["--data", *data, *TINY, "--layers", "9", "11", "--splits-from", cnn, "--cache-dir", cache,
+                 "--robustness", "jpeg_q75", "--output", probe]) == 0
+    return data, cache, probe, cnn
+
+
+def _pipeline_matches_predictions(folder):
+    classifier = load_pipeline(folder)
+    with open(os.path.join(folder, "test_predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    reloaded = pipeline_fake_probability(classifier, [load_image(row["file"]) for row in rows])
+    np.testing.assert_allclose(reloaded, [float(row["fake_probability"]) for row in rows], atol=1e-5)
+    return classifier
+
+
+@pytest.mark.slow
+def test_a_probe_ships_a_folder_whose_pipeline_gives_its_test_figures(runs):
+    _, _, probe, _ = runs
+    # The test figures come from the cached features; the shipped folder, through pipeline(), must give the same.
+    classifier = _pipeline_matches_predictions(probe)
+    metrics = json.load(open(os.path.join(probe, "metrics.json")))
+    assert metrics["model"] == "dinov2-vits14-probe" and metrics["library_name"] == "transformers"
+    assert metrics["probe"]["layers"] == [9, 11]
+    assert metrics["probe"]["classes"] == ["a/fake", "a/real", "b/fake", "b/real"]
+    assert metrics["training"]["command"].startswith("python -m train.probe ")
+    assert set(metrics["robustness"]) == {"clean", "jpeg_q75"}
+    card = model_card(metrics)
+    assert "custom_code" in card and "trust_remote_code=True" in card
+    assert classifier.model.config.members[0]["probe"]["class_labels"] == [0, 1, 0, 1]
+
+
+@pytest.mark.slow
+def test_grad_cam_reads_the_probe_s_vit(runs):
+    _, _, probe, _ = runs
+    classifier = load_pipeline(probe)
+    image = load_image(os.path.join(runs[0][0], "fake", "fake_000.jpg"))
+    cam, info = explain.grad_cam_map(classifier, image)
+    assert cam.shape == (28, 28) and np.isfinite(cam).all() and cam.std() > 0
+    assert info["member"] == "dinov2-vits14-probe"
+    assert info["fake_probability"] == pytest.approx(pipeline_fake_probability(classifier, [image])[0], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_stack_over_a_probe_reads_its_cache_and_reloads(runs, tmp_path, capsys):
+    data, cache, probe, cnn = runs
+    capsys.readouterr()
+    output = str(tmp_path / "ensemble")
+    assert stack_main(["--data", *data, "--model", "ensemble", "--members", probe, cnn, "--splits-from", cnn,
+                       "--cache-dir", cache, "--batch-size", "8", "--num-workers", "0", "--output", output]) == 0
+    assert "cached " not in capsys.readouterr().out  # the probe's activations came from the cache train.probe filled
+    classifier = _pipeline_matches_predictions(output)
+    assert [m["name"] for m in classifier.model.config.members] == ["dinov2-vits14-probe", "tuned-cnn"]
+    assert "probe" in classifier.model.config.members[0]
+
+
+def test_an_ensemble_of_ensembles_is_one_clear_line(runs, tmp_path, capsys):
+    data, cache, probe, _ = runs
+    two = str(tmp_path / "two")
+    assert stack_main(["--data", *data, "--model", "ensemble", "--members", probe, probe, "--splits-from", probe,
+                       "--cache-dir", cache, "--batch-size", "8", "--num-workers", "0", "--output", two]) == 0
+    capsys.readouterr()
+    code = stack_main(["--data", *data, "--model", "ensemble", "--members", two, probe, "--splits-from", probe,
+                       "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "ensembles of ensembles are not supported" in capsys.readouterr().err
+
+
+def test_a_validation_split_too_small_to_share_is_one_clear_line(tmp_path, capsys):
+    data = [make_image_folder(str(tmp_path / "a"), per_class=8)]  # validation: 1 fake, 1 real; nothing to share
+    probe = str(tmp_path / "probe")
+    assert main(["--data", *data, *TINY, "--layers", "11", "--output", probe, "--cache-dir", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    code = stack_main(["--data", *data, "--model", "ensemble", "--members", probe, probe, "--splits-from", probe,
+                       "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "too small to share between fitting the combiner and calibrating it" in capsys.readouterr().err
+
+
+def test_a_probe_of_a_cnn_is_one_clear_line(tmp_path, capsys):
+    data = [make_image_folder(str(tmp_path / "a"), per_class=8)]
+    code = main(["--data", *data, "--model", "tuned-cnn", "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("train.probe: error: python -m train.probe reads a ViT")
