@@ -59,13 +59,18 @@ CACHE = os.path.join(os.path.expanduser(os.environ.get("DEEPFAKE_CACHE", "~/.cac
 
 
 @dataclass
-class CacheArguments:
-    freeze_blocks: int = field(default=10, metadata={
-        "help": "Blocks 0..N-1 stay pretrained and are cached; blocks N.. (and the norm and head) train"})
+class CachedRunArguments:
+    """What every run over the activation cache takes (train.cached, train.probe)."""
     splits_from: Optional[str] = field(default=None, metadata={
         "help": "Use the rows, labels, sources and face boxes of a finished run (its splits.json) instead of "
                 "scrubbing and splitting --data again: the same test split, so figures compare"})
     cache_dir: str = field(default=CACHE, metadata={"help": "Where cached activations are kept (reused by reruns)"})
+
+
+@dataclass
+class CacheArguments(CachedRunArguments):
+    freeze_blocks: int = field(default=10, metadata={
+        "help": "Blocks 0..N-1 stay pretrained and are cached; blocks N.. (and the norm and head) train"})
     head_only: bool = field(default=False, metadata={
         "help": "Train only the final norm and the head (a linear probe of the pretrained features): blocks N.. "
                 "stay pretrained too, run once over the cache, and an epoch then takes seconds"})
@@ -170,11 +175,24 @@ def cached_activations(split_model, rows, config, cache_dir, name, batch_size, n
     return np.load(path, mmap_mode="r")
 
 
+def load_splits(cache_args, data_args, train_args, accelerator):
+    """(splits, scrub report, counts): those of the run --splits-from names, else --data scrubbed and split."""
+    if cache_args.splits_from:
+        return splits_from_run(cache_args.splits_from)
+    return prepare_data(data_args, train_args, accelerator)
+
+
+@torch.no_grad()
+def map_cached(fn, array, batch_size, desc):
+    """`fn` over every cached row, a batch at a time read from the memmap: its outputs concatenated, in memory."""
+    return np.concatenate([fn(torch.from_numpy(np.array(array[i:i + batch_size]))).numpy()
+                           for i in tqdm(range(0, len(array), batch_size), desc=desc, leave=False)])
+
+
 def cls_tokens(split_model, array, batch_size, name):
     """[rows, 1, dim]: the frozen suffix's CLS token for every cached row (in memory: 1.5 kB a row)."""
     start = time.time()
-    out = np.concatenate([split_model.frozen_suffix(torch.from_numpy(np.array(array[i:i + batch_size]))).numpy()
-                          for i in tqdm(range(0, len(array), batch_size), desc=f"frozen blocks, {name}", leave=False)])
+    out = map_cached(split_model.frozen_suffix, array, batch_size, f"frozen blocks, {name}")
     print(f"{name}: CLS tokens of {len(out)} rows through the frozen blocks in {time.time() - start:.0f} s")
     return out
 
@@ -207,10 +225,7 @@ def run(data_args, model_args, train_args, cache_args, command=""):
     run_config = {**as_dict(data_args, model_args, train_args, cache_args), "command": command}
     check_output(work, final, train_args, run_config)
     set_seed(train_args.seed)
-    if cache_args.splits_from:
-        splits, scrub_report, counts = splits_from_run(cache_args.splits_from)
-    else:
-        splits, scrub_report, counts = prepare_data(data_args, train_args, accelerator)
+    splits, scrub_report, counts = load_splits(cache_args, data_args, train_args, accelerator)
     model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained,
                          drop_rate=model_args.drop_rate, init_from=None if train_args.resume else model_args.init_from)
     config = data_config_of(model)

@@ -25,14 +25,12 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError
 from deepfake_detector.layout import write_json
@@ -43,16 +41,16 @@ from deepfake_detector.modeling_deepfake_ensemble import (
 )
 from deepfake_detector.models import VIT_ARCHITECTURES, create_model, data_config_of
 from train import evaluate as ev
-from train.cached import CACHE, Split, cached_activations
+from train.cached import CachedRunArguments, Split, cached_activations, load_splits, map_cached
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
-from train.data import ImageDataset, source_weights, splits_from_run
-from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader, prepare_data
+from train.data import ImageDataset, source_weights
+from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader
 
 CLASS_SCHEMES = ("source", "label")
 
 
 @dataclass
-class ProbeArguments:
+class ProbeArguments(CachedRunArguments):
     layers: list[int] = field(default_factory=lambda: [9, 10, 11], metadata={
         "help": "Blocks (0-based) whose CLS and mean patch tokens make the features; the last block is read "
                 "after the final norm"})
@@ -61,10 +59,6 @@ class ProbeArguments:
                 "'label' (plain fake/real)"})
     inverse_l2: float = field(default=0.05, metadata={
         "help": "Logistic regression's C (inverse L2 strength) on the standardised features"})
-    splits_from: Optional[str] = field(default=None, metadata={
-        "help": "Use the rows, labels, sources and face boxes of a finished run (its splits.json) instead of "
-                "scrubbing and splitting --data again: the same test split, so figures compare"})
-    cache_dir: str = field(default=CACHE, metadata={"help": "Where cached activations are kept (train.cached's)"})
 
 
 def main(argv=None):
@@ -76,16 +70,6 @@ def main(argv=None):
         print(f"train.probe: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-@torch.no_grad()
-def probe_features(probe, array, start, batch_size, name):
-    """[rows, features] of the probe from cached tokens (the output of block `start - 1`), in memory."""
-    began = time.time()
-    out = np.concatenate([probe.features(torch.from_numpy(np.array(array[i:i + batch_size])), start).numpy()
-                          for i in tqdm(range(0, len(array), batch_size), desc=f"last blocks, {name}", leave=False)])
-    print(f"{name}: features of {len(out)} images in {time.time() - began:.0f} s")
-    return out
 
 
 def class_names(rows, scheme):
@@ -128,10 +112,7 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     run_config = {**as_dict(data_args, model_args, train_args, probe_args), "command": command}
     check_output(work, final, train_args, run_config)
     set_seed(train_args.seed)
-    if probe_args.splits_from:
-        splits, scrub_report, counts = splits_from_run(probe_args.splits_from)
-    else:
-        splits, scrub_report, counts = prepare_data(data_args, train_args, accelerator)
+    splits, scrub_report, counts = load_splits(probe_args, data_args, train_args, accelerator)
     model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained)
     architecture = model.pretrained_cfg["architecture"]
     if architecture not in VIT_ARCHITECTURES:
@@ -140,24 +121,21 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     if not layers or not 0 <= layers[0] <= layers[-1] < len(model.blocks):
         raise DataError(f"--layers takes block numbers from 0 to {len(model.blocks) - 1}.")
     config = data_config_of(model)
-    start = layers[0] + 1  # the cache holds block layers[0]'s output: the probe runs the blocks after it
-    split_model = Split(model, start).eval() if start < len(model.blocks) else None
     names, classes, class_labels = class_names(splits["train"], probe_args.classes)
     probe = FeatureProbe(architecture, model.model_args, layers, class_labels).eval()
     backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     probe.backbone.load_state_dict(backbone)
+    split_model = Split(model, probe.cache_start).eval()  # the cache holds the blocks before those the probe runs
 
     began = time.time()
     features = {}
     for name, rows in splits.items():
-        if split_model is None:  # only the last block is read: nothing to cache before it
-            loader = make_loader(ImageDataset(rows, config), train_args, shuffle=False)
-            with torch.no_grad():
-                features[name] = np.concatenate([probe.features(pixels).numpy() for pixels, _, _ in loader])
-            continue
         array = cached_activations(split_model, rows, config, probe_args.cache_dir, name, train_args.batch_size,
                                    train_args.num_workers)
-        features[name] = probe_features(probe, array, start, train_args.batch_size, name)
+        step = time.time()
+        features[name] = map_cached(lambda tokens: probe.features(tokens, probe.cache_start), array,
+                                    train_args.batch_size, f"last blocks, {name}")
+        print(f"{name}: features of {len(array)} images in {time.time() - step:.0f} s")
     weights = (source_weights(list(splits["train"]["source"]), data_args.balance_sources).numpy()
                if data_args.balance_sources else None)
     fit_start = time.time()

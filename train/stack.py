@@ -36,7 +36,7 @@ from deepfake_detector.layout import write_json
 from deepfake_detector.modeling_deepfake_ensemble import FeatureProbe
 from deepfake_detector.models import ENSEMBLE, create_model, data_config_of
 from train import evaluate as ev
-from train.cached import CACHE, Split, cached_activations
+from train.cached import CACHE, Split, cached_activations, map_cached
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
 from train.data import ImageDataset, splits_from_run
 from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader
@@ -90,11 +90,11 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE):
     columns, on_images = [None] * len(ensemble.members), []
     for i, (member, spec) in enumerate(zip(ensemble.members, ensemble.config.members)):
         if isinstance(member, FeatureProbe) and not ensemble.config.flip_tta and _sees_input(spec, config):
-            start = member.layers[0] + 1
+            start = member.cache_start
             array = cached_activations(Split(member.backbone, start).eval(), rows, config, cache_dir, name,
                                        train_args.batch_size, train_args.num_workers)
-            columns[i] = torch.cat([member(torch.from_numpy(np.array(array[j:j + train_args.batch_size])), start)
-                                    for j in range(0, len(array), train_args.batch_size)])
+            columns[i] = torch.from_numpy(map_cached(lambda tokens: member(tokens, start), array,
+                                                     train_args.batch_size, f"{spec['name']} on {name}"))
         else:
             on_images.append(i)
     if on_images:

@@ -54,6 +54,12 @@ class FeatureProbe(nn.Module):
         # so a non-persistent buffer would hold garbage after from_pretrained. The config carries the list.
         self.class_labels = [int(label) for label in class_labels]
 
+    @property
+    def cache_start(self):
+        """The first block `features` runs on cached tokens: the one after the first layer read, or the last block
+        when only the last is read (a cache holds the output of some block before the last)."""
+        return min(self.layers[0] + 1, len(self.backbone.blocks) - 1)
+
     def features(self, x, start=0):
         """[B, 2 * dim * len(layers)] from pixels (`start` 0) or from the tokens block `start - 1` put out."""
         vit = self.backbone
