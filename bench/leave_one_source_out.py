@@ -32,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from deepfake_detector.models import MODELS, create_model, data_config, data_config_of
-from train.data import ImageDataset, find_faces, load_sources, scrub, source_weights, split, splits_from_run
+from train.data import ImageDataset, find_faces, load_sources, resolve_guard, scrub, source_weights, split, splits_from_run
 
 FAKE = 0
 
@@ -173,10 +173,10 @@ def main():
 
     full = None  # a finished run's whole splits, kept for the DINOv2 cache and the family-aware designs
     if args.splits_from:
-        full = splits_from_run(args.splits_from)[0]
+        full = splits_from_run(args.splits_from, guard=resolve_guard("auto"))[0]
         splits = dict(full)
     elif args.data:
-        kept, _ = scrub(load_sources(args.data), min_size=args.min_size)
+        kept, _ = scrub(load_sources(args.data), min_size=args.min_size, guard=resolve_guard("auto"))
         kept, _ = find_faces(kept)
         splits = split(kept, seed=0)
     else:

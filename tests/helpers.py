@@ -20,6 +20,31 @@ def face_like(rng, size=160, fake=False):
     return Image.fromarray(image.clip(0, 255).astype(np.uint8))
 
 
+# Stands in for ../shared/tools/holdout_guard.py (same command line, output and exit codes): it lists the images that
+# look like HIDDEN_COLOUR, where the real one lists near-duplicates of the hidden evaluation images.
+HIDDEN_COLOUR = (255, 0, 255)
+GUARD_SCRIPT = """\
+import os, sys
+import numpy as np
+from PIL import Image
+folders, exclude = sys.argv[1:sys.argv.index("--write-exclude")], sys.argv[-1]
+files = [os.path.join(r, f) for d in folders for r, _, fs in os.walk(d) for f in sorted(fs)
+         if f.lower().endswith((".jpg", ".jpeg", ".png", ".webp", ".bmp"))]
+hits = [p for p in files if np.abs(np.asarray(Image.open(p).convert("RGB"), float).mean((0, 1)) - (255, 0, 255)).max() < 30]
+open(exclude, "w").write("".join(p + "\\n" for p in hits))
+print(f"{len(files)} images checked: {len(hits)} near-duplicates of hidden evaluation images", file=sys.stderr)
+sys.exit(1 if hits else 0)
+"""
+
+
+def write_guard(folder):
+    """The stand-in guard script in `folder`; returns its path."""
+    path = os.path.join(folder, "holdout_guard.py")
+    with open(path, "w") as f:
+        f.write(GUARD_SCRIPT)
+    return path
+
+
 def make_image_folder(root, per_class=10, size=160, seed=0):
     """`root/real/*.jpg` and `root/fake/*.jpg`, each image distinct."""
     rng = np.random.RandomState(seed)

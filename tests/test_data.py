@@ -1,17 +1,32 @@
 """Loading, scrubbing and splitting: every odd image a user can bring, and no leak from train to test."""
 
 import io
+import json
 import os
 import shutil
 
+import datasets
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
 from PIL import Image
 
 from deepfake_detector.images import ID2LABEL, DataError, load_image, to_rgb
-from tests.helpers import face_like, make_image_folder
-from train.data import class_counts, load_sources, near_duplicate_groups, scrub, split
+from tests.helpers import HIDDEN_COLOUR, face_like, make_image_folder, write_guard
+from train.config import parse_args
+from train.data import (
+    GUARD_REASON,
+    class_counts,
+    image_bytes,
+    load_sources,
+    near_duplicate_groups,
+    resolve_guard,
+    scrub,
+    split,
+    splits_from_run,
+)
+from train.loop import prepare_data
 
 
 def _save(img, path, **kwargs):
@@ -213,6 +228,78 @@ def test_single_class_data_is_a_clear_error(tmp_path):
     kept, _ = scrub(load_sources([str(tmp_path / "all")]))
     with pytest.raises(DataError, match=r"only one class .*add images of both fake and real"):
         split(kept)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The hidden-evaluation guard: what it lists never reaches a split
+
+
+def _hidden_image(path):
+    """An image the stand-in guard lists (it stands for a near-duplicate of a hidden evaluation image)."""
+    return _save(Image.new("RGB", (160, 160), HIDDEN_COLOUR), path, quality=95)
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    """(folder of 3 + 3 images with one more real the guard lists, the stand-in guard script)."""
+    folder = make_image_folder(str(tmp_path / "d"), per_class=3)
+    _hidden_image(os.path.join(folder, "real", "zz_hidden.jpg"))
+    return folder, write_guard(str(tmp_path))
+
+
+def test_scrub_drops_what_the_guard_lists(guarded):
+    folder, guard = guarded
+    data = load_sources([folder])
+    kept, report = scrub(data, guard=guard)
+    assert [(os.path.basename(d["file"]), d["reason"]) for d in report["dropped"]] == [("zz_hidden.jpg", GUARD_REASON)]
+    assert report["guard"] == {"script": guard, "checked": 7, "dropped": 1}
+    assert report["dropped_by_reason"] == {GUARD_REASON: 1}
+    assert len(kept) == 6 and "zz_hidden.jpg" not in {os.path.basename(i["path"]) for i in kept["image"]}
+    # Without a guard the same image is kept: it is the guard's listing that drops it, nothing else.
+    assert len(scrub(data)[0]) == 7
+
+
+def test_scrub_guards_images_held_as_bytes(guarded):
+    folder, guard = guarded
+    data = load_sources([folder])
+    held = datasets.Dataset.from_dict(
+        {"image": [{"bytes": image_bytes(i), "path": None} for i in data["image"]], "label": data["label"],
+         "source": data["source"], "split": data["split"]}, features=data.features)  # as a Hub dataset holds them
+    kept, report = scrub(held, guard=guard)
+    assert report["guard"]["dropped"] == 1 and len(kept) == 6
+    assert not any(np.asarray(load_image(image_bytes(i))).mean((0, 1))[1] < 30 for i in kept["image"])
+
+
+def test_training_data_is_guarded_and_a_finished_runs_splits_are_guarded_again(guarded, tmp_path):
+    folder, guard = guarded
+    data_args, _, train_args = parse_args(["--data", folder, "--guard", guard, "--output", str(tmp_path / "o"),
+                                           "--val-fraction", "0.3", "--test-fraction", "0.3"])
+    splits, report, counts = prepare_data(data_args, train_args, Accelerator(cpu=True))
+    files = [os.path.basename(i["path"]) for part in splits.values() for i in part["image"]]
+    assert len(files) == 6 and "zz_hidden.jpg" not in files and report["guard"]["dropped"] == 1
+    # A run from before training ran the guard: its splits.json names the image, and reusing those splits drops it.
+    run = tmp_path / "old-run"
+    run.mkdir()
+    rows = {name: {"file": [i["path"] for i in part["image"]], "label": list(part["label"]),
+                   "source": list(part["source"])} for name, part in splits.items()}
+    rows["test"] = {k: v + [x] for (k, v), x in zip(rows["test"].items(), [os.path.join(folder, "real", "zz_hidden.jpg"),
+                                                                           1, "d"])}
+    (run / "splits.json").write_text(json.dumps({"rows": rows, "counts": {}}))
+    old, old_report, old_counts = splits_from_run(str(run), guard=guard)
+    assert len(old["test"]) == len(splits["test"]) and old_report["splits_from_guard"]["dropped"] == 1
+    assert old_counts == counts
+    assert len(splits_from_run(str(run))[0]["test"]) == len(splits["test"]) + 1  # no guard: as saved
+
+
+def test_guard_settings(tmp_path, monkeypatch):
+    guard = write_guard(str(tmp_path))
+    assert resolve_guard("none") is None and resolve_guard(guard) == guard
+    monkeypatch.setenv("DEEPFAKE_GUARD", guard)
+    assert resolve_guard("auto") == guard
+    monkeypatch.setenv("DEEPFAKE_GUARD", str(tmp_path / "not-installed.py"))
+    assert resolve_guard("auto") is None  # away from this workplace there is no guard to run
+    with pytest.raises(DataError, match=r"^no guard at .*nope\.py: pass --guard PATH to holdout_guard\.py, 'auto' or 'none'\.$"):
+        resolve_guard(str(tmp_path / "nope.py"))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from deepfake_detector.layout import write_json
 from deepfake_detector.models import VIT_ARCHITECTURES, create_model, data_config_of
 from train import evaluate as ev
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
-from train.data import ImageDataset, splits_from_run
+from train.data import ImageDataset, resolve_guard, splits_from_run
 from train.loop import (
     BEST,
     CHECKPOINT,
@@ -178,7 +178,7 @@ def cached_activations(split_model, rows, config, cache_dir, name, batch_size, n
 def load_splits(cache_args, data_args, train_args, accelerator):
     """(splits, scrub report, counts): those of the run --splits-from names, else --data scrubbed and split."""
     if cache_args.splits_from:
-        return splits_from_run(cache_args.splits_from)
+        return splits_from_run(cache_args.splits_from, guard=resolve_guard(data_args.guard))
     return prepare_data(data_args, train_args, accelerator)
 
 

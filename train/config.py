@@ -16,7 +16,7 @@ from transformers import HfArgumentParser
 
 from deepfake_detector.images import ROBUSTNESS, DataError
 from deepfake_detector.models import ENSEMBLE, MODEL_NAMES
-from train.data import NO_FACE_POLICIES
+from train.data import NO_FACE_POLICIES, resolve_guard
 
 
 @dataclass
@@ -39,6 +39,10 @@ class DataArguments:
     balance_sources: float = field(default=0.0, metadata={
         "help": "Weigh each image by (images in its source)^-x in the loss: 0 = as they come, 1 = every source "
                 "counts alike, 0.5 between"})
+    guard: str = field(default="auto", metadata={
+        "help": "The hidden-evaluation guard (holdout_guard.py), run over every image; those it lists are dropped. "
+                "'auto': this workplace's ../shared/tools/holdout_guard.py where it is installed; 'none' skips it "
+                "(never for a shipped model)"})
     val_fraction: float = field(default=0.15, metadata={"help": "Validation share of each source and class"})
     test_fraction: float = field(default=0.15, metadata={"help": "Test share of each source and class"})
 
@@ -52,6 +56,7 @@ class DataArguments:
             raise DataError(f"--no-face takes {' or '.join(NO_FACE_POLICIES)}.")
         if not 0 <= self.balance_sources <= 1:
             raise DataError("--balance-sources takes a number from 0 (off) to 1 (every source weighs the same).")
+        resolve_guard(self.guard)  # a path that is not there is one clear line now, not after the data loads
         if self.reencode_jpeg is not None and not 1 <= self.reencode_jpeg <= 100:
             raise DataError("--reencode-jpeg takes a JPEG quality from 1 to 100.")
 

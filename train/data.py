@@ -14,6 +14,10 @@ import hashlib
 import json
 import os
 import random
+import re
+import subprocess
+import sys
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -36,6 +40,11 @@ from deepfake_detector.images import (
 )
 
 SPLITS = ("train", "validation", "test")
+# This workplace's hidden-evaluation guard (../shared/tools/holdout_guard.py beside the checkout): it lists the images
+# that are near-duplicates of the images the project is scored on, which must never be trained on.
+DEFAULT_GUARD = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "tools",
+                                              "holdout_guard.py"))
+GUARD_REASON = "near-duplicate of a hidden evaluation image (holdout guard)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -173,6 +182,60 @@ def image_name(image):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The hidden-evaluation guard
+
+
+def resolve_guard(guard):
+    """The guard script to run, or None: 'auto' is this workplace's guard where it is installed (elsewhere there
+    is none to run; the DEEPFAKE_GUARD environment variable names another, or 'none'), 'none' skips it, anything
+    else must be the path of a holdout_guard.py."""
+    if guard == "auto":
+        guard = os.environ.get("DEEPFAKE_GUARD") or DEFAULT_GUARD
+        if guard != "none" and not os.path.isfile(guard):
+            return None
+    if guard == "none":
+        return None
+    if not os.path.isfile(guard):
+        raise DataError(f"no guard at {guard}: pass --guard PATH to holdout_guard.py, 'auto' or 'none'.")
+    return guard
+
+
+def run_guard(guard, folders):
+    """Run the guard script over image folders: the files it lists as near-duplicates of hidden evaluation images,
+    and how many images it checked."""
+    with tempfile.NamedTemporaryFile("r", suffix=".txt", delete=False) as listing:
+        exclude = listing.name
+    try:
+        result = subprocess.run([sys.executable, guard, *folders, "--write-exclude", exclude], capture_output=True,
+                                text=True)
+        if result.returncode not in (0, 1):  # 1: it listed some
+            raise DataError(f"the guard {guard} failed (exit {result.returncode}): {result.stderr.strip()[-300:]}")
+        with open(exclude) as f:
+            listed = [line.rstrip("\n") for line in f if line.strip()]
+    finally:
+        os.remove(exclude)
+    checked = re.search(r"(\d+) images checked", result.stderr)
+    return listed, int(checked.group(1)) if checked else None
+
+
+def guard_listed(images, guard):
+    """Which of `images` (undecoded `datasets.Image` values) the guard lists, as sorted indices, and how many it
+    checked. The guard script itself runs, over a temporary folder of links to the files (images held as bytes
+    are written there), so an image kept here is one `python holdout_guard.py DIR` passes. The links all end in
+    .png: the guard skips other suffixes, and PIL reads the format from the bytes."""
+    with tempfile.TemporaryDirectory(prefix="guard-") as folder:
+        for i, image in enumerate(images):
+            link = os.path.join(folder, f"{i:09d}.png")
+            if image.get("bytes"):
+                with open(link, "wb") as f:
+                    f.write(image["bytes"])
+            else:
+                os.symlink(os.path.abspath(image["path"]), link)
+        listed, checked = run_guard(guard, [folder])
+    return sorted(int(os.path.basename(path)[:9]) for path in listed), checked
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Scrub
 
 
@@ -198,19 +261,29 @@ def _inspect(example, min_size, max_pixels):
     return facts
 
 
-def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=4, num_proc=None):
-    """Drop small, unreadable and over-large images and exact duplicates; group near duplicates.
+def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=4, guard=None, num_proc=None):
+    """Drop small, unreadable and over-large images, those the hidden-evaluation guard lists (`guard`: the path of
+    holdout_guard.py, or None) and exact duplicates; group near duplicates.
 
     Returns the kept rows (with a `group` column: near-duplicate images share one) and a report dict.
     """
     facts = data.map(_inspect, fn_kwargs={"min_size": min_size, "max_pixels": max_pixels},
                      remove_columns=data.column_names, num_proc=num_proc, desc="Scrubbing")
-    names = [image_name(image) for image in data["image"]]
-    dropped = [(i, reason) for i, reason in enumerate(facts["drop"]) if reason]
+    images = data["image"]
+    names = [image_name(image) for image in images]
+    drops = list(facts["drop"])
+    guard_report = {"script": guard, "checked": 0, "dropped": 0}
+    if guard:
+        readable = [i for i, reason in enumerate(drops) if not reason]
+        listed, guard_report["checked"] = guard_listed([images[i] for i in readable], guard)
+        for i in listed:
+            drops[readable[i]] = GUARD_REASON
+        guard_report["dropped"] = len(listed)
+    dropped = [(i, reason) for i, reason in enumerate(drops) if reason]
 
     # Exact duplicates: keep the first copy; an image labelled both ways is dropped altogether.
     by_hash = defaultdict(list)
-    for i, (digest, reason) in enumerate(zip(facts["sha256"], facts["drop"])):
+    for i, (digest, reason) in enumerate(zip(facts["sha256"], drops)):
         if not reason:
             by_hash[digest].append(i)
     labels = data["label"]
@@ -239,6 +312,7 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
         "near_duplicate_distance": near_duplicate_distance,
         "dropped_by_reason": dict(Counter(_reason_kind(reason) for _, reason in dropped)),
         "dropped": [{"file": names[i], "reason": reason} for i, reason in sorted(dropped)],
+        "guard": guard_report,
         "exact_duplicate_groups": exact_groups,
         "near_duplicate_groups": [files for files in near_groups.values() if len(files) > 1],
         "kept_by_source": _counts(kept),
@@ -418,15 +492,17 @@ def _group_split(data, val_fraction, test_fraction, seed):
     return datasets.DatasetDict({name: data.select(sorted(rows)) for name, rows in assignment.items()})
 
 
-def splits_from_run(folder):
+def splits_from_run(folder, guard=None):
     """The splits a finished run trained and was tested on (its splits.json: files, labels, sources, face
-    boxes) and its scrub report: to train another model on exactly the same rows, so test figures compare."""
+    boxes) and its scrub report: to train another model on exactly the same rows, so test figures compare.
+    With `guard` (the path of holdout_guard.py), the rows it lists are dropped: a run from before the scrub ran the
+    guard may hold some."""
     path = os.path.join(folder, "splits.json")
     if not os.path.isfile(path):
         raise DataError(f"{folder} has no splits.json: pass a folder written by python -m train.")
     with open(path) as f:
         saved = json.load(f)
-    splits = {}
+    splits, counts, guard_report = {}, saved["counts"], {"script": guard, "checked": 0, "dropped": 0}
     for name in SPLITS:
         rows = saved["rows"][name]
         missing = [p for p in rows["file"] if not os.path.isfile(p)]
@@ -438,11 +514,22 @@ def splits_from_run(folder):
         if "face_box" in rows:
             columns["face_box"] = rows["face_box"]
         splits[name] = datasets.Dataset.from_dict(columns)
+        if guard:
+            listed, checked = guard_listed(columns["image"], guard)
+            guard_report["checked"] += checked or 0
+            guard_report["dropped"] += len(listed)
+            if listed:
+                print(f"{folder} {name}: dropped {len(listed)} images the hidden-evaluation guard lists")
+                splits[name] = splits[name].select(sorted(set(range(len(splits[name]))) - set(listed)))
+                counts = None
     report_path = os.path.join(folder, "scrub_report.json")
     report = json.load(open(report_path)) if os.path.isfile(report_path) else {}
     report = {"images_in": report.get("images_in"), "images_kept": report.get("images_kept"),
               "dropped_by_reason": report.get("dropped_by_reason"), **report, "splits_from": folder}
-    return datasets.DatasetDict(splits), report, saved["counts"]
+    if guard:
+        report["splits_from_guard"] = guard_report
+    splits = datasets.DatasetDict(splits)
+    return splits, report, counts or split_counts(splits)
 
 
 def split_counts(splits):

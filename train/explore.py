@@ -30,7 +30,17 @@ from sklearn.metrics import roc_auc_score
 from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError, load_image, open_image
 from deepfake_detector.layout import write_json
 from train.config import DataArguments, parse_args
-from train.data import class_counts, image_bytes, load_sources, pool_folders, scrub, source_facts, source_name, split
+from train.data import (
+    class_counts,
+    image_bytes,
+    load_sources,
+    pool_folders,
+    resolve_guard,
+    scrub,
+    source_facts,
+    source_name,
+    split,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -70,6 +80,7 @@ class ExploreArguments:
     label_column: str = _training_field("label_column")
     min_size: int = _training_field("min_size")
     near_duplicate_distance: int = _training_field("near_duplicate_distance")
+    guard: str = _training_field("guard")
     val_fraction: float = _training_field("val_fraction")
     test_fraction: float = _training_field("test_fraction")
     seed: int = field(default=0, metadata={"help": "Seed of the split (training's --seed) and of the sampled images"})
@@ -657,7 +668,8 @@ def explore(args, command=""):
     # A row number to find each kept image again in `data`, and its path to find the scrub's duplicates.
     data = data.add_column("row", list(range(len(data))))
     data = data.add_column("image_path", [image.get("path") or f"<bytes {i}>" for i, image in enumerate(data["image"])])
-    kept, scrub_report = scrub(data, min_size=args.min_size, near_duplicate_distance=args.near_duplicate_distance)
+    kept, scrub_report = scrub(data, min_size=args.min_size, near_duplicate_distance=args.near_duplicate_distance,
+                               guard=resolve_guard(args.guard))
     if len(kept) == 0:
         raise DataError(f"No image survived the scrub ({scrub_report['dropped_by_reason']}): check the files.")
     splits = split(kept, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)

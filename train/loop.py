@@ -38,6 +38,7 @@ from train.data import (
     ImageDataset,
     find_faces,
     load_sources,
+    resolve_guard,
     scrub,
     source_facts,
     source_name,
@@ -166,8 +167,12 @@ def train(data_args, model_args, train_args, command=""):
 def prepare_data(data_args, train_args, accelerator):
     """Load, scrub, crop faces and split: every process the same way (seeded); the main process prints."""
     sources = load_sources(data_args.data, image_column=data_args.image_column, label_column=data_args.label_column)
+    guard = resolve_guard(data_args.guard)
     kept, scrub_report = scrub(sources, min_size=data_args.min_size,
-                               near_duplicate_distance=data_args.near_duplicate_distance)
+                               near_duplicate_distance=data_args.near_duplicate_distance, guard=guard)
+    accelerator.print(f"guard: {scrub_report['guard']['checked']} images checked by {guard}, "
+                      f"{scrub_report['guard']['dropped']} dropped" if guard else
+                      "guard: none run (no holdout_guard.py here; --guard PATH names one)")
     if data_args.crop_faces:
         kept, scrub_report["faces"] = find_faces(kept, no_face=data_args.no_face)
         faces_report = scrub_report["faces"]

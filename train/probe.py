@@ -114,6 +114,12 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     set_seed(train_args.seed)
     splits, scrub_report, counts = load_splits(probe_args, data_args, train_args, accelerator)
     model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained)
+    if train_args.save_dtype == "float16":
+        # Read the images with the weights that ship: rounded to float16 here, the features, the fit and the
+        # cache key are those of the saved folder, so train.stack reuses this cache instead of filling another.
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                tensor.copy_(tensor.half().float())
     architecture = model.pretrained_cfg["architecture"]
     if architecture not in VIT_ARCHITECTURES:
         raise DataError(f"python -m train.probe reads a ViT ({', '.join(VIT_ARCHITECTURES)}): pass --model dinov2-vits14.")

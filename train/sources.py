@@ -29,7 +29,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections import Counter, defaultdict
@@ -41,12 +40,11 @@ from PIL import Image
 
 from deepfake_detector.images import MAX_PIXELS, DataError
 from train.config import parse_args
-from train.data import IDENTITIES
+from train.data import DEFAULT_GUARD, IDENTITIES, run_guard
 
 PROG = "python -m train.sources"
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MANIFEST = os.path.join(HERE, "sources.toml")
-DEFAULT_GUARD = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "tools", "holdout_guard.py"))
 CLASSES = ("fake", "real")
 # What the pool keeps as it is (what PIL, `datasets` and the guard all read); any other image format is re-encoded.
 KEPT_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}
@@ -379,22 +377,6 @@ def write_image(data, folder, name, min_size):
 # Building one source
 
 
-def run_guard(guard, folder):
-    """The files the guard lists as near-duplicates of hidden evaluation images, and the count it checked."""
-    with tempfile.NamedTemporaryFile("r", suffix=".txt", delete=False) as listing:
-        exclude = listing.name
-    try:
-        result = subprocess.run([sys.executable, guard, folder, "--write-exclude", exclude], capture_output=True, text=True)
-        if result.returncode not in (0, 1):
-            raise SourceError(f"the guard failed (exit {result.returncode}): {result.stderr.strip()[-300:]}")
-        with open(exclude) as f:
-            listed = [line.rstrip("\n") for line in f if line.strip()]
-    finally:
-        os.remove(exclude)
-    checked = re.search(r"(\d+) images checked", result.stderr)
-    return listed, int(checked.group(1)) if checked else None
-
-
 def _move(path, root, into):
     target = os.path.join(into, os.path.relpath(path, root))
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -437,7 +419,10 @@ def build_source(source, args):
     shutil.rmtree(os.path.join(args.out, DUPLICATES, source.name), ignore_errors=True)  # of the build replaced
     checked = None
     if args.guard != "none":
-        listed, checked = run_guard(args.guard, partial)
+        try:
+            listed, checked = run_guard(args.guard, [partial])
+        except DataError as e:
+            raise SourceError(str(e)) from None
         for path in listed:
             label = os.path.basename(os.path.dirname(path))
             counts[label]["guard dropped"] += 1

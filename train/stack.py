@@ -38,7 +38,7 @@ from deepfake_detector.models import ENSEMBLE, create_model, data_config_of
 from train import evaluate as ev
 from train.cached import CACHE, Split, cached_activations, map_cached
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
-from train.data import ImageDataset, splits_from_run
+from train.data import ImageDataset, resolve_guard, splits_from_run
 from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader
 
 
@@ -144,7 +144,7 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     run_config = {**as_dict(data_args, model_args, train_args, stack_args), "command": command}
     check_output(work, final, train_args, run_config)
     set_seed(train_args.seed)
-    splits, scrub_report, counts = splits_from_run(stack_args.splits_from)
+    splits, scrub_report, counts = splits_from_run(stack_args.splits_from, guard=resolve_guard(data_args.guard))
     model = create_model(ENSEMBLE, members=model_args.members, combine="logits", flip_tta=model_args.flip_tta).eval()
     config = data_config_of(model)
     fit, rest = fit_split(np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"]),
