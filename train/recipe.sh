@@ -34,7 +34,6 @@ run efficientnet-lite2-160 --model efficientnet-lite2 --pretrained --image-size 
     --warmup-epochs 0.3 --patience 3 --num-workers 1
 run efficientnet-lite2 --model efficientnet-lite2 --init-from "$OUT/efficientnet-lite2-160" --image-size 224 --epochs 1 \
     --learning-rate 2e-4 --warmup-epochs 0.1 --patience 1 --num-workers 1
-run tuned-cnn --model tuned-cnn --image-size 128 --epochs 6 --patience 3 --num-workers 2
 # DINOv2 ViT-S/14 as a feature probe (python -m train.probe): nothing in the ViT trains; blocks 0-9 run once per
 # image into train.cached's activation cache, and a logistic regression over the CLS and mean patch tokens of blocks
 # 9-11 learns one class per source and label (fakes summed), on the rows and face boxes of the Lite2 run so the
@@ -46,8 +45,10 @@ MODULE=train.probe run dinov2-vits14-probe --model dinov2-vits14 --pretrained --
 # The ensemble: the DINOv2 probe + Lite2, its combiner fitted on half of their validation split (python -m
 # train.stack). The probe is listed first: the ensemble's input is then the probe's own, so its activations come
 # from the cache the probe filled instead of running the ViT again.
-# (The probe's ViT is saved in float16, whose rounded weights key a new cache entry: blocks 0-9 run once more.)
+# (The probe reads the images with its ViT rounded to float16, as it ships, so the stack reuses its cache.)
 MODULE=train.stack run ensemble --model ensemble --members "$OUT/dinov2-vits14-probe" "$OUT/efficientnet-lite2" \
     --splits-from "$OUT/efficientnet-lite2" --batch-size 32 --num-workers 1 --robustness jpeg_q75 downscale_64 \
     --save-dtype float16
+# The comparison models, last: the app defaults to the ensemble above.
+run tuned-cnn --model tuned-cnn --image-size 128 --epochs 6 --patience 3 --num-workers 2
 run xception --model xception --width 0.5 --image-size 128 --epochs 6 --patience 3 --num-workers 2
