@@ -81,11 +81,18 @@ FACES = {
 }
 
 
+def toml_value(value):
+    """A value as TOML: JSON's strings, numbers and lists are TOML too; a dict becomes an inline table."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def manifest_text(entries):
     lines = []
     for entry in entries:
         lines.append("[[source]]")
-        lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in entry.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in entry.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -330,6 +337,41 @@ def test_one_person_stays_in_one_split_group(world, capsys):
     splits = split(kept, seed=0)
     for person in by_person:
         assert sum(any(person in p["path"] for p in splits[n]["image"]) for n in splits) == 1
+
+
+def test_a_labels_csv_gives_each_image_its_class_and_keeps_a_swap_with_its_original(world, capsys):
+    from train.data import scrub
+
+    tmp_path, mirrors, _, _ = world
+    faces = {f"crops/{name}.jpg": encoded(picture(300 + i), "JPEG") for i, name in enumerate("abcdefgh")}
+    rows = ["clip,width,label,original", "a.mp4,224,REAL,", "b.mp4,224,REAL,", "c.mp4,224,FAKE,a.mp4",
+            "d.mp4,224,FAKE,a.mp4", "e.mp4,224,FAKE,b.mp4", "f.mp4,224,UNSURE,", "zz.mp4,224,FAKE,b.mp4"]
+    commit = commit_files(tmp_path / "work" / "swaps", {**faces, "meta/labels.csv": "\n".join(rows).encode()})
+    mirror(tmp_path / "work" / "swaps", mirrors, "other/swaps")
+    labels = {"csv": "meta/labels.csv", "file": "clip", "label": "label", "fake": "FAKE", "real": "REAL",
+              "group": "original"}
+    entry = {"name": "swaps", "repo": "other/swaps", "commit": commit, "real": ["crops"], "fake": ["crops"],
+             "family": "face swap", "collection": "actors", "licence": "CC0", "labels": labels}
+    code, _, err, pool, report = build(capsys, world, [entry])
+    assert code == 0, err
+    # f (no class the table knows), g and h (no row) are left out; zz (no image) is nobody's.
+    assert listing(pool / "swaps") == ["fake/crops__c.jpg", "fake/crops__d.jpg", "fake/crops__e.jpg",
+                                       "identities.json", "real/crops__a.jpg", "real/crops__b.jpg", "source.json"]
+    table = json.loads((pool / "swaps" / "identities.json").read_text())
+    assert table == {"real/crops__a.jpg": "a", "fake/crops__c.jpg": "a", "fake/crops__d.jpg": "a",
+                     "real/crops__b.jpg": "b", "fake/crops__e.jpg": "b"}
+    kept, _ = scrub(load_sources([str(pool / "swaps")]), min_size=128)
+    group = {os.path.basename(i["path"]): g for i, g in zip(kept["image"], kept["group"])}
+    assert group["crops__a.jpg"] == group["crops__c.jpg"] == group["crops__d.jpg"] != group["crops__b.jpg"]
+    assert group["crops__b.jpg"] == group["crops__e.jpg"]
+
+    # A column the CSV lacks, or a table missing a key, is one line naming the entry.
+    bad_column = {**entry, "name": "badcol", "labels": {**labels, "label": "verdict"}}
+    bad_table = {**entry, "name": "badtable", "labels": {"csv": "meta/labels.csv"}}
+    code, _, err, _, _ = build(capsys, world, [bad_column, bad_table, faces_entry(world[2])])
+    assert code == 1
+    assert "train.sources: error: source 'badcol': labels csv 'meta/labels.csv' has no column 'verdict'" in err
+    assert "train.sources: error: source 'badtable': labels misses ['fake', 'file', 'label', 'real']" in err
 
 
 def test_a_bad_identity_pattern_names_the_entry(world, capsys):

@@ -5,8 +5,8 @@
     python -m train.sources --clone --mirrors ~/repos                        # git clone what is missing
     python -m train.sources --docs docs/sources.md                           # the table of sources, licences
 
-Each source names a repository, a commit and the paths under which its real and/or fake images lie. The images
-are read straight from git (`git ls-tree` at that commit, blobs through `git cat-file --batch`), so a bare mirror
+Each source names a repository, a commit and the paths under which its real and/or fake images lie (where one
+folder holds both, a `labels` CSV in the repository gives each image's class). The images are read straight from git (`git ls-tree` at that commit, blobs through `git cat-file --batch`), so a bare mirror
 is enough and no work tree is checked out. They are written as `<out>/<source>/{real,fake}/` keeping their bytes
 (only a format training cannot read is re-encoded, to PNG); LFS pointers, unreadable files and images under
 --min-size are counted and skipped. Then, per source, the hidden-evaluation guard (--guard, the project's
@@ -20,6 +20,7 @@ which training copies into the model card. A bad entry (missing repository, comm
 `train.sources: error: source 'NAME': ...` and the other sources still build; the exit code is 1 if any failed.
 """
 
+import csv
 import dataclasses
 import hashlib
 import io
@@ -123,6 +124,7 @@ class Source:
     exclude: list[str] = field(default_factory=list)
     max: int = 0  # at most this many images per class (0 = all)
     identity: str = ""  # a regex over the repository path whose first group names the person shown
+    labels: dict = field(default_factory=dict)  # a CSV in the repository that names each image's class (LABEL_KEYS)
     notes: str = ""
 
     @property
@@ -163,6 +165,8 @@ def parse_source(entry, index):
             setattr(source, key, [value])
         elif not all(isinstance(v, str) for v in value):
             raise SourceError(f"{label}: {key} must be a path or a list of paths.")
+    if source.labels:
+        _check_labels(source.labels, label)
     if not source.fake and not source.real:
         raise SourceError(f"{label}: give fake = [paths] and/or real = [paths]: where its images are in the repo.")
     if source.fake and source.family not in FAMILIES:
@@ -178,6 +182,46 @@ def parse_source(entry, index):
         except re.error as e:
             raise SourceError(f"{label}: identity must be a regex with one (group) naming the person: {e}.") from None
     return source
+
+
+# A `labels` table: the CSV file in the repository (csv), its column naming each image (file: matched to the image
+# files under fake/real by name without suffix, so "abc.mp4" names faces/abc.jpg), the column holding the class
+# (label) and its value for each class (fake, real); optionally a column (group) naming the image a row was made
+# from (a face swap's original video): rows of one group, or a row and the one it names, stay in one split.
+LABEL_KEYS = {"csv", "file", "label", "fake", "real", "group"}
+
+
+def _check_labels(labels, label):
+    if not isinstance(labels, dict):
+        raise SourceError(f"{label}: labels must be a table {{csv = ..., file = ..., label = ..., fake = ..., real = ...}}.")
+    unknown, missing = sorted(set(labels) - LABEL_KEYS), sorted(LABEL_KEYS - {"group"} - set(labels))
+    if unknown or missing:
+        raise SourceError(f"{label}: labels {'has unknown keys ' + str(unknown) if unknown else 'misses ' + str(missing)}"
+                          f" (its keys are csv, file, label, fake, real and optionally group).")
+    if not all(isinstance(v, str) and v for v in labels.values()):
+        raise SourceError(f"{label}: every labels value must be a non-empty string.")
+
+
+def read_labels(git_dir, commit, files, source):
+    """{image name without suffix: (class, group)} from the source's labels CSV at `commit`."""
+    spec = source.labels
+    if spec["csv"] not in files:
+        raise SourceError(f"labels csv '{spec['csv']}' is not in {source.repo} at {source.commit[:12]}: fix the path.")
+    text = git(git_dir, "cat-file", "blob", files[spec["csv"]][0]).stdout.decode("utf-8-sig", errors="replace")
+    reader = csv.DictReader(io.StringIO(text))
+    absent = [spec[k] for k in ("file", "label", "group") if k in spec and spec[k] not in (reader.fieldnames or [])]
+    if absent:
+        raise SourceError(f"labels csv '{spec['csv']}' has no column {absent[0]!r} (it has {reader.fieldnames}).")
+    classes = {spec["fake"]: "fake", spec["real"]: "real"}
+    table = {}
+    for row in reader:
+        label = classes.get(row[spec["label"]])
+        if label is None:
+            continue
+        stem = os.path.splitext(os.path.basename(row[spec["file"]]))[0]
+        origin = row.get(spec.get("group", ""), "") or ""
+        table[stem] = (label, os.path.splitext(os.path.basename(origin))[0] or stem)
+    return table
 
 
 def load_manifest(path):
@@ -285,8 +329,9 @@ def _matches(path, spec):
     return path == spec or path.startswith(spec + "/")
 
 
-def select_images(files, source, label, limit):
-    """[(path, object id)] of the images under the source's paths for `label`, sampled to `limit` (0 = all).
+def select_images(files, source, label, limit, table=None):
+    """[(path, object id)] of the images under the source's paths for `label`, sampled to `limit` (0 = all); with
+    a labels `table` (read_labels), only those it gives that class.
 
     The sample is fixed: files are ordered by a hash of source name and path, so a rerun, or a larger limit,
     picks the same images first."""
@@ -299,10 +344,16 @@ def select_images(files, source, label, limit):
         chosen.update(hits)
     chosen = [p for p in chosen if p.lower().endswith(IMAGE_SUFFIXES)
               and not any(glob_regex(pattern).match(p) for pattern in source.exclude)]
+    if table is not None:
+        chosen = [p for p in chosen if table.get(_stem(p), ("",))[0] == label]
     chosen.sort(key=lambda p: hashlib.sha256(f"{source.name}:{p}".encode("utf-8", "surrogateescape")).hexdigest())
     if limit:
         chosen = chosen[:limit]
     return [(p, files[p][0]) for p in sorted(chosen)]
+
+
+def _stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 class BlobReader:
@@ -390,7 +441,8 @@ def build_source(source, args):
     commit = resolve_commit(git_dir, source)
     files = list_files(git_dir, commit)
     limit = min(filter(None, (args.max_per_source, source.max)), default=0)
-    selected = {label: select_images(files, source, label, limit) for label in CLASSES if getattr(source, label)}
+    table = read_labels(git_dir, commit, files, source) if source.labels else None
+    selected = {label: select_images(files, source, label, limit, table) for label in CLASSES if getattr(source, label)}
 
     final = os.path.join(args.out, source.name)
     partial = final + ".partial"
@@ -410,6 +462,8 @@ def build_source(source, args):
                 match = pattern.search(path) if pattern and written else None
                 if match:
                     identities[f"{label}/{os.path.basename(written)}"] = match.group(1)
+                elif written and table is not None and "group" in source.labels:
+                    identities[f"{label}/{os.path.basename(written)}"] = table[_stem(path)][1]
     if identities:  # training keeps each person's images inside one split (train.data.identity_groups)
         with open(os.path.join(partial, IDENTITIES), "w") as f:
             json.dump(identities, f, indent=0, sort_keys=True)
