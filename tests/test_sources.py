@@ -374,6 +374,15 @@ def test_a_labels_csv_gives_each_image_its_class_and_keeps_a_swap_with_its_origi
     assert "train.sources: error: source 'badtable': labels misses ['fake', 'file', 'label', 'real']" in err
 
 
+def test_the_shipped_manifest_is_valid():
+    # Every entry of train/sources.toml parses (a bad one would be skipped with a line, silently shrinking the pool).
+    from train.sources import DEFAULT_MANIFEST, load_manifest
+
+    sources, errors = load_manifest(DEFAULT_MANIFEST)
+    assert errors == []
+    assert len({s.name for s in sources}) == len(sources) and all(s.licence for s in sources)
+
+
 def test_a_bad_identity_pattern_names_the_entry(world, capsys):
     code, _, err, _, _ = build(capsys, world, [faces_entry(world[2], name="bad", identity="no group"),
                                                faces_entry(world[2])])
