@@ -51,7 +51,7 @@ def _check_short_description(text: str) -> None:
 def space_front_matter(*, models: list[str], title: str = "Deepfake Image Detector", emoji: str = "🕵️",
                        color_from: str = "indigo", color_to: str = "gray", sdk_version: str | None = None,
                        license: str = LICENSE,
-                       short_description: str = "Is this face real or generated? Five detectors, explained.",
+                       short_description: str = "Is this face real or generated? Detectors, explained.",
                        pinned: bool = False) -> dict:
     """The Space configuration header (https://huggingface.co/docs/hub/spaces-config-reference)."""
     _check_short_description(short_description)
