@@ -1,7 +1,7 @@
 """Batch-1 CPU latency of every shipped model through `pipeline()`, the way the app scores one face.
 
     python bench/bench_latency.py                          # the models of models/models.json
-    python bench/bench_latency.py models/xception runs/dinov2-vits14 --repeats 50
+    python bench/bench_latency.py models/efficientnet-lite2 runs/dinov2-vits14 --repeats 50
 
 For each model: load time, then p50 / p95 wall milliseconds of `pipeline(face_crop)` over --repeats calls after
 two warm-up calls, on one face crop of examples/real-ffhq.jpg, with the torch threads this machine has; and the

@@ -1,6 +1,6 @@
 """Score model folders through `pipeline("image-classification")`: the figures the model cards report.
 
-    python bench/score_models.py models/tuned-cnn models/xception models/ensemble            # each run's own test split
+    python bench/score_models.py models/efficientnet-lite2 models/dinov2-vits14-probe models/ensemble           # each run's own test split
     python bench/score_models.py runs/xception --data path/to/other/images                   # any image folder
 
 Prints, per model and then per source: accuracy, ROC-AUC, ECE, accuracy after JPEG q75 re-compression and the

@@ -1,11 +1,11 @@
 """Inference: the one way a saved model is loaded, the detector object the app serves, and the verdict rule.
 
-    classifier = load_pipeline("models/xception")           # transformers' image-classification pipeline
+    classifier = load_pipeline("models/ensemble")           # transformers' image-classification pipeline
     p_fake = pipeline_fake_probability(classifier, [img])    # P(fake) per image
     verdict(classifier(img), classifier.model.config)        # "fake", "real" or "uncertain", at the model's thresholds
 
-    detectors = load_detectors({"xception": "models/xception"})   # {name: Detector}, each pipeline loaded once
-    scored = score_faces(detectors["xception"], img)              # every face found, scored at the model's thresholds
+    detectors = load_detectors({"ensemble": "models/ensemble"})   # {name: Detector}, each pipeline loaded once
+    scored = score_faces(detectors["ensemble"], img)              # every face found, scored at the model's thresholds
 
 A `pipeline("image-classification")` user takes the same path: `load_pipeline` is that call with
 `trust_remote_code` decided by the folder (an ensemble carries its modeling file). Nothing here knows about
