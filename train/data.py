@@ -514,14 +514,18 @@ def splits_from_run(folder, guard=None):
         if "face_box" in rows:
             columns["face_box"] = rows["face_box"]
         splits[name] = datasets.Dataset.from_dict(columns)
-        if guard:
-            listed, checked = guard_listed(columns["image"], guard)
-            guard_report["checked"] += checked or 0
-            guard_report["dropped"] += len(listed)
-            if listed:
-                print(f"{folder} {name}: dropped {len(listed)} images the hidden-evaluation guard lists")
-                splits[name] = splits[name].select(sorted(set(range(len(splits[name]))) - set(listed)))
+    if guard:  # one run of the guard over the three splits' rows, in order
+        listed, guard_report["checked"] = guard_listed([i for n in SPLITS for i in splits[n]["image"]], guard)
+        guard_report["dropped"] = len(listed)
+        start = 0
+        for name in SPLITS:
+            end = start + len(splits[name])
+            drop = {i - start for i in listed if start <= i < end}
+            if drop:
+                print(f"{folder} {name}: dropped {len(drop)} images the hidden-evaluation guard lists")
+                splits[name] = splits[name].select(sorted(set(range(len(splits[name]))) - drop))
                 counts = None
+            start = end
     report_path = os.path.join(folder, "scrub_report.json")
     report = json.load(open(report_path)) if os.path.isfile(report_path) else {}
     report = {"images_in": report.get("images_in"), "images_kept": report.get("images_kept"),
