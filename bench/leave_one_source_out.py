@@ -10,9 +10,16 @@ crops and the same seeded splits as the training run (`python -m train --crop-fa
 a finished run with --splits-from). The backbones:
   - efficientnet-lite2: ImageNet EfficientNet-Lite2, mean and std of every stage (where
     ../shared/notes/pretrained-weights.md found the real/fake signal);
-  - dinov2-vits14: DINOv2 ViT-S/14, the CLS token and the mean patch token after blocks 10, 11 and the final
-    norm, from the activations `python -m train.cached --freeze-blocks 10` cached (computed here if missing).
+  - dinov2-vits14: DINOv2 ViT-S/14 as the shipped probe reads it: the CLS token and the mean patch token after
+    blocks 9, 10 and 11 (+ the final norm), from the activation and feature caches train.probe filled for the
+    same rows (computed here if missing).
 Features are extracted once and cached in --output.
+
+With --by-family (for a run over the larger pool), the unit left out is a generator family (every source's fakes
+of it) or a real collection, and the head is the probe's (a class per source and label, fakes summed):
+  - fake family F: AUC of F's test fakes against every test real, and the share caught at 0.5, with F in training
+    and without it;
+  - real collection C: the share of C's test reals called real, with C in training and without it.
 
 For each source S, and for each collection of real portraits inside `sd-people` (its file names say which):
   - in-domain: trained on every source's train split, scored on S's test split;
@@ -32,7 +39,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from deepfake_detector.models import MODELS, create_model, data_config, data_config_of
-from train.data import ImageDataset, find_faces, load_sources, resolve_guard, scrub, source_weights, split, splits_from_run
+from train.data import ImageDataset, find_faces, groups_of, load_sources, resolve_guard, scrub, source_weights, split, splits_from_run
 
 FAKE = 0
 
@@ -71,22 +78,18 @@ def stage_features(rows, image_size, batch_size=64):
 
 @torch.no_grad()
 def dinov2_features(rows, name, batch_size=64):
+    """The DINOv2 probe's features as it ships (CLS and mean patch token after blocks 9, 10 and 11 + norm, weights
+    rounded to float16): read from the activation and feature caches train.probe fills, computed where missing."""
+    from deepfake_detector.modeling_deepfake_ensemble import FeatureProbe
     from train.cached import CACHE, Split, cached_activations
+    from train.probe import cached_features, round_to_float16
 
-    model = create_model("dinov2-vits14", pretrained=True).eval()
-    split_model = Split(model, 10).eval()
-    cached = cached_activations(split_model, rows, data_config_of(model), CACHE, name, batch_size, 1)
-    features, start = [], time.time()
-    for i in range(0, len(rows), batch_size):
-        if i % (batch_size * 20) == 0:
-            print(f"dinov2 features, {name}: {i}/{len(rows)} images, {time.time() - start:.0f} s", flush=True)
-        tokens = torch.from_numpy(np.array(cached[i:i + batch_size]))
-        layers = [tokens]
-        for block in model.blocks[10:]:
-            layers.append(block(layers[-1]))
-        layers[-1] = model.norm(layers[-1])
-        features.append(torch.cat([torch.cat([x[:, 0], x[:, 1:].mean(1)], 1) for x in layers], 1).numpy())
-    return np.concatenate(features)
+    model = round_to_float16(create_model("dinov2-vits14", pretrained=True)).eval()
+    probe = FeatureProbe(model.pretrained_cfg["architecture"], model.model_args, [9, 10, 11], [0, 1]).eval()
+    probe.backbone.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")})
+    array = cached_activations(Split(model, probe.cache_start).eval(), rows, data_config_of(model), CACHE, name,
+                               batch_size, 1)
+    return cached_features(probe, array, batch_size, name)
 
 
 def fit(x, y, weights=None):
@@ -157,6 +160,56 @@ def family_designs(feats, full, test, sources):
         print(f"{name:>50} | " + " | ".join(f"{c:>16}" for c in cells) + f" | {overall:>13}")
 
 
+def fit_probe(x, sources, labels, power=0.5):
+    """The shipped probe's head: a class per source and label, sources weighed by count^-power."""
+    classes = np.array([f"{src}/{label}" for src, label in zip(sources, labels)])
+    return fit(x, classes, source_weights(list(sources), power).numpy())
+
+
+def leave_one_family_out(feats, splits):
+    """Each generator family and real collection left out of training in turn (the probe's head)."""
+    rows = {name: splits[name] for name in ("train", "test")}
+    group = {name: np.array(groups_of([i["path"] for i in r["image"]], r["source"], r["label"]))
+             for name, r in rows.items()}
+    y = {name: np.asarray(r["label"]) for name, r in rows.items()}
+    src = {name: np.asarray(r["source"]) for name, r in rows.items()}
+    fake_probability = lambda head, x: p_fake_of(head, x, lambda c: c.endswith(f"/{FAKE}"))  # noqa: E731
+    start = time.time()
+    everything = fake_probability(fit_probe(feats["train"], src["train"], y["train"]), feats["test"])
+    print(f"\nleave one family out (probe head, {len(y['train'])} train rows, fit {time.time() - start:.0f} s)")
+    print(f"{'fake family left out':>28} {'n':>5} | {'in training: AUC':>16} {'caught':>7} | {'left out: AUC':>13} "
+          f"{'caught':>7}")
+    reals = y["test"] == 1
+    results = {}
+    for kind, label in (("fake", FAKE), ("real", 1)):
+        if kind == "real":
+            print(f"\n{'real collection left out':>28} {'n':>5} | {'in training: called real':>24} | "
+                  f"{'left out: called real':>21}")
+        for g in sorted(set(group["test"][y["test"] == label]), key=str.lower):
+            test = (group["test"] == g) & (y["test"] == label)
+            keep = ~((group["train"] == g) & (y["train"] == label))
+            if keep.all():
+                continue  # nothing of it in training (a source too small to train on)
+            left = fake_probability(fit_probe(feats["train"][keep], src["train"][keep], y["train"][keep]),
+                                    feats["test"])
+            if kind == "fake":
+                auc = [roc_auc_score(np.r_[np.ones(test.sum()), np.zeros(reals.sum())], np.r_[p[test], p[reals]])
+                       for p in (everything, left)]
+                caught = [float((p[test] >= 0.5).mean()) for p in (everything, left)]
+                results[(kind, g)] = auc[1]
+                print(f"{g[:28]:>28} {test.sum():>5} | {auc[0]:>16.3f} {caught[0]:>7.3f} | {auc[1]:>13.3f} "
+                      f"{caught[1]:>7.3f}", flush=True)
+            else:
+                called = [float((p[test] < 0.5).mean()) for p in (everything, left)]
+                results[(kind, g)] = called[1]
+                print(f"{g[:28]:>28} {test.sum():>5} | {called[0]:>24.3f} | {called[1]:>21.3f}", flush=True)
+    aucs = [v for (k, _), v in results.items() if k == "fake"]
+    called = [v for (k, _), v in results.items() if k == "real"]
+    print(f"\nleft out: lowest family AUC {min(aucs):.3f} ({sum(a >= 0.75 for a in aucs)} of {len(aucs)} at >= 0.75); "
+          f"lowest collection called real {min(called):.3f} ({sum(c >= 0.9 for c in called)} of {len(called)} at >= 0.90); "
+          f"{time.time() - start:.0f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+")
@@ -166,6 +219,8 @@ def main():
     parser.add_argument("--splits-from", help="the rows and face boxes of a finished run (its splits.json) instead "
                                               "of scrubbing --data again")
     parser.add_argument("--output", default="bench/out/loso")
+    parser.add_argument("--by-family", action="store_true",
+                        help="Leave out each generator family and real collection instead of each source")
     parser.add_argument("--train-per-source", type=int, default=800,
                         help="Train images per source (a seeded sample of its train split): the proxy needs no more")
     args = parser.parse_args()
@@ -192,6 +247,8 @@ def main():
     if os.path.isfile(cache):
         loaded = np.load(cache)
         feats = {name: loaded[name] for name in loaded.files}
+        if "train_full" in feats:  # the sample may differ from the run that saved them (--train-per-source)
+            feats["train"] = feats["train_full"][sample]
     else:
         if args.backbone == "dinov2-vits14" and args.splits_from:
             # The cache holds the whole train split (train.cached's); the sample is a selection of it. The whole
@@ -211,6 +268,8 @@ def main():
     y = {name: np.asarray(splits[name]["label"]) for name in ("train", "test")}
     src = {name: np.asarray(splits[name]["source"]) for name in ("train", "test")}
 
+    if args.by_family:
+        return leave_one_family_out(feats, splits)
     everything = fit(feats["train"], y["train"])
     print(f"\n{'held-out source':>22} {'n':>5} | {'in-domain acc':>13} {'AUC':>6} | {'left out acc':>12} {'AUC':>6} "
           f"| {'alone: acc on the others':>24}")

@@ -18,6 +18,7 @@ from train.config import parse_args
 from train.data import (
     GUARD_REASON,
     class_counts,
+    groups_of,
     image_bytes,
     load_sources,
     near_duplicate_groups,
@@ -289,6 +290,32 @@ def test_training_data_is_guarded_and_a_finished_runs_splits_are_guarded_again(g
     assert len(old["test"]) == len(splits["test"]) and old_report["splits_from_guard"]["dropped"] == 1
     assert old_counts == counts
     assert len(splits_from_run(str(run))[0]["test"]) == len(splits["test"]) + 1  # no guard: as saved
+
+
+def test_max_per_source_samples_each_source_and_class_before_the_scrub(tmp_path):
+    a = make_image_folder(str(tmp_path / "a"), per_class=9, seed=0)
+    b = make_image_folder(str(tmp_path / "b"), per_class=3, seed=1)
+    argv = ["--data", a, b, "--max-per-source", "5", "--output", str(tmp_path / "o"), "--val-fraction", "0.2",
+            "--test-fraction", "0.2"]
+    data_args, _, train_args = parse_args(argv)
+    splits, report, _ = prepare_data(data_args, train_args, Accelerator(cpu=True))
+    rows = [(s, y, i["path"]) for part in splits.values() for s, y, i in zip(part["source"], part["label"], part["image"])]
+    assert report["images_in"] == 16  # 5 + 5 of a, 3 + 3 of b: the scrub read only the sample
+    counts = {(s, y): sum(1 for r in rows if r[:2] == (s, y)) for s in ("a", "b") for y in (0, 1)}
+    assert counts == {("a", 0): 5, ("a", 1): 5, ("b", 0): 3, ("b", 1): 3}
+    again = prepare_data(*parse_args(argv)[::2], Accelerator(cpu=True))[0]  # seeded: the same sample
+    assert sorted(i["path"] for part in again.values() for i in part["image"]) == sorted(r[2] for r in rows)
+
+
+def test_each_image_s_group_is_its_source_s_family_or_collection(tmp_path):
+    built = make_image_folder(str(tmp_path / "pool" / "flux-people"), per_class=1)
+    with open(os.path.join(built, "source.json"), "w") as f:
+        json.dump({"family": "Flux", "collection": "Unsplash (portraits, 2020)"}, f)
+    plain = make_image_folder(str(tmp_path / "mine"), per_class=1)
+    paths = [os.path.join(built, "fake", "fake_000.jpg"), os.path.join(built, "real", "real_000.jpg"),
+             os.path.join(plain, "fake", "fake_000.jpg"), "../shared/data/ciplab/real/x.jpg"]
+    groups = groups_of(paths, ["flux-people", "flux-people", "mine", "ciplab"], [0, 1, 0, 1])
+    assert groups == ["Flux", "Unsplash", "mine", "CIPLab portraits"]
 
 
 def test_guard_settings(tmp_path, monkeypatch):

@@ -163,3 +163,30 @@ def test_a_probe_of_a_cnn_is_one_clear_line(tmp_path, capsys):
     code = main(["--data", *data, "--model", "tuned-cnn", "--output", str(tmp_path / "o")])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("train.probe: error: python -m train.probe reads a ViT")
+
+
+@pytest.mark.slow
+def test_a_probe_over_more_sources_keeps_the_old_run_s_splits_and_computes_only_the_new_images(runs, tmp_path, capsys):
+    # --splits-from with --data sources the run did not have: the old rows keep their splits (so a model on the
+    # larger pool is tested on the same rows), the new source is split here, and the cache recomputes only it.
+    data, cache, _, cnn = runs
+    extra = make_image_folder(str(tmp_path / "c"), per_class=10, seed=2)
+    output = str(tmp_path / "wider")
+    capsys.readouterr()
+    assert main(["--data", *data, extra, *TINY, "--layers", "9", "11", "--splits-from", cnn, "--cache-dir", cache,
+                 "--robustness", "jpeg_q75", "--output", output]) == 0
+    out = capsys.readouterr().out
+    old = json.load(open(os.path.join(cnn, "splits.json")))["rows"]
+    new = json.load(open(os.path.join(output, "splits.json")))["rows"]
+    for name in ("train", "validation", "test"):
+        assert new[name]["file"][:len(old[name]["file"])] == old[name]["file"]
+        added = new[name]["source"][len(old[name]["file"]):]
+        assert added and set(added) == {"c"}
+    every = lambda rows: sorted(os.path.abspath(f) for n in rows for f in rows[n]["file"])  # noqa: E731
+    assert every(new) == sorted(every(old) + [os.path.join(extra, label, f) for label in ("fake", "real")
+                                              for f in os.listdir(os.path.join(extra, label))])
+    copied = {name: len(old[name]["file"]) for name in old}
+    for name in ("train", "validation", "test"):
+        assert f"cache {name}: {copied[name]} of {len(new[name]['file'])} images copied from earlier caches" in out
+        assert f"cached {name}: {len(new[name]['file']) - copied[name]} images" in out
+    _pipeline_matches_predictions(output)

@@ -24,9 +24,10 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
+import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -40,7 +41,7 @@ from deepfake_detector.layout import write_json
 from deepfake_detector.models import VIT_ARCHITECTURES, create_model, data_config_of
 from train import evaluate as ev
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
-from train.data import ImageDataset, resolve_guard, splits_from_run
+from train.data import ImageDataset, as_rows, resolve_guard, source_name, split_counts, splits_from_run
 from train.loop import (
     BEST,
     CHECKPOINT,
@@ -140,9 +141,26 @@ class Split(torch.nn.Module):
         return h.hexdigest()[:16]
 
 
+def _model_inputs(fingerprint, config, n):
+    return json.dumps([fingerprint, n, config["input_size"], config["mean"], config["std"],
+                       config["interpolation"]]).encode()
+
+
+def model_key(fingerprint, config, n):
+    """What the cached activations depend on besides the image: the frozen weights, the cut and the transform."""
+    return hashlib.sha256(_model_inputs(fingerprint, config, n)).hexdigest()[:20]
+
+
+def row_keys(rows):
+    """One key per row: the image file (or its bytes' hash) and its face box."""
+    boxes = rows["face_box"] if "face_box" in rows.column_names else [None] * len(rows)
+    return [f"{image.get('path')}|{box}|{hashlib.sha256(image['bytes']).hexdigest() if image.get('bytes') else ''}"
+            for image, box in zip(rows["image"], boxes)]
+
+
 def cache_key(rows, fingerprint, config, n):
-    h = hashlib.sha256(json.dumps([fingerprint, n, config["input_size"], config["mean"], config["std"],
-                                   config["interpolation"]]).encode())
+    """The cache folder's name: the model key's inputs and every row's image and face box."""
+    h = hashlib.sha256(_model_inputs(fingerprint, config, n))
     for image, box in zip(rows["image"], rows["face_box"] if "face_box" in rows.column_names else [None] * len(rows)):
         h.update(f"{image.get('path')}|{box}".encode())
         if image.get("bytes"):
@@ -150,36 +168,100 @@ def cache_key(rows, fingerprint, config, n):
     return h.hexdigest()[:20]
 
 
+def cached_rows(cache_dir, model, exclude):
+    """{row key: (folder, index)} of every row already computed in `cache_dir` under the same frozen prefix."""
+    found = {}
+    for name in sorted(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else []:
+        folder = os.path.join(cache_dir, name)
+        meta, progress = os.path.join(folder, "rows.json"), os.path.join(folder, "done.json")
+        if name == exclude or not (os.path.isfile(meta) and os.path.isfile(progress)):
+            continue
+        with open(meta) as f:
+            saved = json.load(f)
+        if saved.get("model") != model or not json.load(open(progress)).get("complete"):
+            continue
+        for i, key in enumerate(saved["rows"]):
+            found.setdefault(key, (folder, i))
+    return found
+
+
 def cached_activations(split_model, rows, config, cache_dir, name, batch_size, num_workers):
-    """[rows, tokens, dim] float32 memmap of the frozen prefix's output for every row (computed once, resumable)."""
-    key = cache_key(rows, split_model.frozen_fingerprint(), config, split_model.n)
-    folder = os.path.join(cache_dir, key)
-    path, progress = os.path.join(folder, "activations.npy"), os.path.join(folder, "done.json")
+    """[rows, tokens, dim] float32 memmap of the frozen prefix's output for every row (computed once, resumable).
+
+    Rows an earlier cache of the same frozen prefix holds (another split, a run over fewer sources) are copied from
+    it, so adding sources to a run costs only the new images."""
+    fingerprint = split_model.frozen_fingerprint()
+    model, keys = model_key(fingerprint, config, split_model.n), row_keys(rows)
+    folder = os.path.join(cache_dir, cache_key(rows, fingerprint, config, split_model.n))
+    path, progress, meta = (os.path.join(folder, f) for f in ("activations.npy", "done.json", "rows.json"))
     os.makedirs(folder, exist_ok=True)
     with torch.no_grad():
         probe = split_model.prefix(torch.zeros(1, *config["input_size"]))
     shape = (len(rows), *probe.shape[1:])
-    done = json.load(open(progress))["rows"] if os.path.isfile(progress) and os.path.isfile(path) else 0
-    array = np.lib.format.open_memmap(path, mode="r+" if done else "w+", dtype=np.float32, shape=shape)
-    if done < len(rows):
-        dataset = torch.utils.data.Subset(ImageDataset(rows, config), range(done, len(rows)))
+    state = json.load(open(progress)) if os.path.isfile(progress) and os.path.isfile(path) else None
+    if state is None:  # a new cache: copy what other caches hold, then compute the rest in order
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        found = cached_rows(cache_dir, model, exclude=os.path.basename(folder))
+        reused = [i for i, key in enumerate(keys) if key in found]
+        others = {}
+        for i in tqdm(reused, desc=f"copying {name} rows cached before", leave=False):
+            other, j = found[keys[i]]
+            if other not in others:
+                others[other] = np.load(os.path.join(other, "activations.npy"), mmap_mode="r")
+            array[i] = others[other][j]
+        array.flush()
+        state = {"todo": [i for i, key in enumerate(keys) if key not in found], "done": 0, "complete": False}
+        write_json(meta, {"model": model, "rows": keys})
+        write_json(progress, state)
+        if reused:
+            print(f"cache {name}: {len(reused)} of {len(rows)} images copied from earlier caches")
+    elif "todo" not in state:  # a cache written before rows were reused: computed in order up to "rows"
+        state = {"todo": list(range(len(rows))), "done": state["rows"], "complete": state["rows"] >= len(rows)}
+        write_json(meta, {"model": model, "rows": keys})
+        write_json(progress, state)
+    array = np.lib.format.open_memmap(path, mode="r+")
+    todo = state["todo"][state["done"]:]
+    if todo:
+        dataset = torch.utils.data.Subset(ImageDataset(rows, config), todo)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
         start = time.time()
-        for pixels, _, index in tqdm(loader, desc=f"caching {name} ({len(rows) - done} images)", leave=False):
+        for pixels, _, index in tqdm(loader, desc=f"caching {name} ({len(todo)} images)", leave=False):
             array[index.numpy()] = split_model.prefix(pixels).numpy()
-            done = int(index[-1]) + 1
-            if done % (batch_size * 8) == 0 or done == len(rows):
+            state["done"] += len(index)
+            if state["done"] % (batch_size * 8) == 0:
                 array.flush()
-                write_json(progress, {"rows": done})
-        print(f"cached {name}: {len(dataset)} images in {time.time() - start:.0f} s → {folder}")
+                write_json(progress, state)
+        print(f"cached {name}: {len(todo)} images in {time.time() - start:.0f} s → {folder}")
+    if not state["complete"]:
+        array.flush()
+        state["complete"] = True
+        write_json(progress, state)
     return np.load(path, mmap_mode="r")
 
 
 def load_splits(cache_args, data_args, train_args, accelerator):
-    """(splits, scrub report, counts): those of the run --splits-from names, else --data scrubbed and split."""
-    if cache_args.splits_from:
-        return splits_from_run(cache_args.splits_from, guard=resolve_guard(data_args.guard))
-    return prepare_data(data_args, train_args, accelerator)
+    """(splits, scrub report, counts): those of the run --splits-from names, else --data scrubbed and split.
+
+    With both, the run's rows keep their splits and the --data sources that run did not have are scrubbed, cropped
+    and split as usual and added: a model trained on a larger pool is then tested on the same rows as the smaller
+    one's (plus the new sources' test rows), and no row one of them trained on is in the other's test split."""
+    if not cache_args.splits_from:
+        return prepare_data(data_args, train_args, accelerator)
+    splits, report, counts = splits_from_run(cache_args.splits_from, guard=resolve_guard(data_args.guard))
+    had = {s for part in splits.values() for s in set(part["source"])}
+    new = [source for source in data_args.data if source_name(source) not in had]
+    if not new:
+        return splits, report, counts
+    accelerator.print(f"--splits-from {cache_args.splits_from} keeps its {len(had)} sources' splits; "
+                      f"{len(new)} new sources are split here")
+    added, added_report, _ = prepare_data(replace(data_args, data=new), train_args, accelerator)
+    for name in ("face_box",):
+        if (name in splits["train"].column_names) != (name in added["train"].column_names):
+            raise DataError(f"{cache_args.splits_from} was {'' if name in splits['train'].column_names else 'not '}"
+                            "run with --crop-faces: pass the same setting for the new sources.")
+    splits = datasets.DatasetDict({name: datasets.concatenate_datasets([splits[name], as_rows(added[name])])
+                                   for name in splits})
+    return splits, {**report, "added_sources": added_report}, split_counts(splits)
 
 
 @torch.no_grad()

@@ -43,6 +43,9 @@ class DataArguments:
         "help": "The hidden-evaluation guard (holdout_guard.py), run over every image; those it lists are dropped. "
                 "'auto': this workplace's ../shared/tools/holdout_guard.py where it is installed; 'none' skips it "
                 "(never for a shipped model)"})
+    max_per_source: Optional[int] = field(default=None, metadata={
+        "help": "At most this many images of each source and class: a seeded sample drawn before the scrub, so a "
+                "large pool costs what the sample does (face finding, cached features)"})
     val_fraction: float = field(default=0.15, metadata={"help": "Validation share of each source and class"})
     test_fraction: float = field(default=0.15, metadata={"help": "Test share of each source and class"})
 

@@ -66,6 +66,37 @@ def source_facts(source):
         return json.load(f)
 
 
+# The generator family of the fakes and the collection of the reals of each ../shared/data set (its README), for
+# the sets that have no source.json.
+SHARED_GROUPS = {"faces140k": ("StyleGAN 1", "FFHQ"), "faces140k-extra": ("StyleGAN 1", "FFHQ"),
+                 "ciplab": ("Photoshop composite", "CIPLab portraits"), "stylegan2-thumbs": ("StyleGAN 2", "FFHQ"),
+                 "lfw-faceswap": ("face swap", "LFW"), "sd-people": ("SD 1.x", "sd-people reals")}
+
+
+def source_group(facts, name, label):
+    """What a source's images of `label` (0 fake, 1 real) belong to: the generator family of its fakes, or the
+    collection of its reals (the part before any parenthesis), from its source.json `facts`, else SHARED_GROUPS,
+    else the source's name."""
+    family, collection = SHARED_GROUPS.get(name, (name, name))
+    if facts:
+        family = facts.get("family") or family
+        collection = (facts.get("collection") or collection).split(" (")[0]
+    return family if label == 0 else collection
+
+
+def groups_of(paths, sources, labels):
+    """source_group of each image: its source's source.json is looked up in the folder the file sits in
+    (`<...>/<source>/<class>/<file>`)."""
+    facts, groups = {}, []
+    for path, source, label in zip(paths, sources, labels):
+        full, marker = os.path.abspath(path or ""), f"{os.sep}{source}{os.sep}"
+        folder = full[:full.rindex(marker) + len(marker) - 1] if marker in full else ""
+        if folder not in facts:
+            facts[folder] = source_facts(folder) if folder else {}
+        groups.append(source_group(facts[folder], source, int(label)))
+    return groups
+
+
 def pool_folders(pool):
     """The source folders of a pool built by `python -m train.sources`, in the manifest's order (its report.json),
     leaving out what the guard and the deduplication set aside and unfinished builds."""
@@ -118,6 +149,27 @@ def load_sources(sources, *, image_column="image", label_column="label"):
     if len(data) == 0:
         raise DataError("The data holds no images: put .jpg/.png files in real/ and fake/ folders.")
     return data
+
+
+def sample_sources(data, max_per_source, seed=0):
+    """At most `max_per_source` rows of each source and class, a seeded sample; the rows keep their order."""
+    rng = random.Random(seed)
+    groups = defaultdict(list)
+    for i, (source, label) in enumerate(zip(data["source"], data["label"])):
+        groups[(source, label)].append(i)
+    keep = sorted(i for key in sorted(groups) for i in (
+        rng.sample(groups[key], max_per_source) if len(groups[key]) > max_per_source else groups[key]))
+    return data.select(keep) if len(keep) < len(data) else data
+
+
+def as_rows(data):
+    """A split as the plain columns a run's splits.json restores (image path/bytes, label, source, face_box), so
+    splits read back and splits freshly made concatenate."""
+    columns = {"image": [{"bytes": image.get("bytes"), "path": image.get("path")} for image in data["image"]],
+               "label": list(data["label"]), "source": list(data["source"])}
+    if "face_box" in data.column_names:
+        columns["face_box"] = list(data["face_box"])
+    return datasets.Dataset.from_dict(columns)
 
 
 def _folder_files(folder):

@@ -39,6 +39,7 @@ from train.data import (
     find_faces,
     load_sources,
     resolve_guard,
+    sample_sources,
     scrub,
     source_facts,
     source_name,
@@ -167,6 +168,11 @@ def train(data_args, model_args, train_args, command=""):
 def prepare_data(data_args, train_args, accelerator):
     """Load, scrub, crop faces and split: every process the same way (seeded); the main process prints."""
     sources = load_sources(data_args.data, image_column=data_args.image_column, label_column=data_args.label_column)
+    if data_args.max_per_source:
+        before = len(sources)
+        sources = sample_sources(sources, data_args.max_per_source, seed=train_args.seed)
+        accelerator.print(f"sample: {len(sources)} of {before} images, at most {data_args.max_per_source} of each "
+                          "source and class (--max-per-source)")
     guard = resolve_guard(data_args.guard)
     kept, scrub_report = scrub(sources, min_size=data_args.min_size,
                                near_duplicate_distance=data_args.near_duplicate_distance, guard=guard)

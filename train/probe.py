@@ -15,7 +15,9 @@ own clusters; a class each encloses them where one hyperplane cannot, and the su
 
 The blocks before the first of `--layers` are train.cached's cache (the same key: a probe over blocks 9-11 reuses
 the activations `python -m train.cached --freeze-blocks 10` stored, and vice versa), so a rerun costs the last
-blocks only: ~12 min for 16k faces on 2 CPU cores, the fit a minute or two. The probe ships as a one-member
+blocks only: ~12 min for 16k faces on 2 CPU cores, the fit a minute or two. The features are kept beside the
+activations, so refitting the head over the same rows (other --classes, --balance-sources, --inverse-l2) costs the
+fit alone; a run over more sources (--data beyond its --splits-from run's) computes only the new images. The probe ships as a one-member
 ensemble folder (the ensemble's modelling file holds FeatureProbe), so `pipeline(..., trust_remote_code=True)`
 loads it, and `python -m train.stack --members` takes it like any trained folder. finish() (train/loop.py) does
 the rest as for every run: temperature and thresholds on validation, test metrics, robustness, the Hub folder.
@@ -84,6 +86,29 @@ def class_names(rows, scheme):
     return names, classes, class_labels
 
 
+@torch.no_grad()
+def round_to_float16(model):
+    """Round a model's weights to float16 and back, as a --save-dtype float16 folder holds them: features, fit and
+    cache key are then those of the saved folder (train.stack and the benches reuse the cache)."""
+    for tensor in model.state_dict().values():
+        tensor.copy_(tensor.half().float())
+    return model
+
+
+def cached_features(probe, array, batch_size, name):
+    """`probe.features` of every row of a cached activations memmap, kept beside it (features-<layers>.npy): a
+    refit of the head (other classes, weights, C) then costs seconds, not a pass through the last blocks."""
+    path = os.path.join(os.path.dirname(array.filename), f"features-{'-'.join(map(str, probe.layers))}.npy")
+    if os.path.isfile(path):
+        return np.load(path)
+    start = time.time()
+    features = map_cached(lambda tokens: probe.features(tokens, probe.cache_start), array, batch_size,
+                          f"last blocks, {name}")
+    np.save(path, features)
+    print(f"{name}: features of {len(array)} images in {time.time() - start:.0f} s")
+    return features
+
+
 def fit_head(head, x, names, classes, weights, inverse_l2):
     """Standardise, fit sklearn's multinomial logistic regression, fold the standardisation into `head`."""
     from sklearn.linear_model import LogisticRegression
@@ -115,11 +140,7 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     splits, scrub_report, counts = load_splits(probe_args, data_args, train_args, accelerator)
     model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained)
     if train_args.save_dtype == "float16":
-        # Read the images with the weights that ship: rounded to float16 here, the features, the fit and the
-        # cache key are those of the saved folder, so train.stack reuses this cache instead of filling another.
-        with torch.no_grad():
-            for tensor in model.state_dict().values():
-                tensor.copy_(tensor.half().float())
+        round_to_float16(model)  # read the images with the weights that ship
     architecture = model.pretrained_cfg["architecture"]
     if architecture not in VIT_ARCHITECTURES:
         raise DataError(f"python -m train.probe reads a ViT ({', '.join(VIT_ARCHITECTURES)}): pass --model dinov2-vits14.")
@@ -138,10 +159,7 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     for name, rows in splits.items():
         array = cached_activations(split_model, rows, config, probe_args.cache_dir, name, train_args.batch_size,
                                    train_args.num_workers)
-        step = time.time()
-        features[name] = map_cached(lambda tokens: probe.features(tokens, probe.cache_start), array,
-                                    train_args.batch_size, f"last blocks, {name}")
-        print(f"{name}: features of {len(array)} images in {time.time() - step:.0f} s")
+        features[name] = cached_features(probe, array, train_args.batch_size, name)
     weights = (source_weights(list(splits["train"]["source"]), data_args.balance_sources).numpy()
                if data_args.balance_sources else None)
     fit_start = time.time()
