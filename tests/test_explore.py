@@ -225,7 +225,8 @@ def test_bad_input_is_one_line_and_exit_2(bad_inputs, tmp_path, capsys, case, me
 def test_missing_flags_exit_2(capsys, tmp_path):
     code, _, err = explore(capsys, "--output", tmp_path / "report")
     assert (code, err.splitlines()[-1]) == (2, "train.explore: error: No data given: pass --data with an image folder "
-                                               "(real/ and fake/ inside) or a Hub dataset id.")
+                                               "(real/ and fake/ inside) or a Hub dataset id, or --pool with a pool "
+                                               "built by python -m train.sources.")
     code, _, err = explore(capsys, "--data", tmp_path)
     assert (code, err.splitlines()[-1]) == (2, "train.explore: error: Pass --output: the folder report.md, "
                                                "summary.json and the figures go to.")

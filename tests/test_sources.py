@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from train.config import parse_args
 from train.data import load_sources
 from train.sources import main
 
@@ -155,6 +156,9 @@ def test_materialises_a_source_keeping_bytes_and_counting_every_skip(world, caps
 
     data = load_sources([str(pool / "faces")])  # training reads the folder as it is (source.json is ignored)
     assert sorted(zip(data["label"], data["source"])) == [(0, "faces")] * 3 + [(1, "faces")] * 3
+    # python -m train --pool: every source folder the pool built is training data (not _guarded/ or _duplicates/)
+    data_args = parse_args(["--pool", str(pool), "--output", str(pool / "run")])[0]
+    assert data_args.data == [str(pool / "faces")]
 
 
 def test_bad_entries_get_one_line_each_and_the_rest_still_build(world, capsys):

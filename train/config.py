@@ -16,7 +16,7 @@ from transformers import HfArgumentParser
 
 from deepfake_detector.images import ROBUSTNESS, DataError
 from deepfake_detector.models import ENSEMBLE, MODEL_NAMES
-from train.data import NO_FACE_POLICIES, resolve_guard
+from train.data import NO_FACE_POLICIES, pool_folders, resolve_guard
 
 
 @dataclass
@@ -24,6 +24,9 @@ class DataArguments:
     data: list[str] = field(default_factory=list, metadata={
         "action": "extend",  # --data a --data b and --data a b both give [a, b]
         "help": "Image folder (with real/ and fake/ inside) or Hub dataset id; repeat to combine several"})
+    pool: list[str] = field(default_factory=list, metadata={
+        "action": "extend", "help": "A pool built by python -m train.sources (its --out folder): each source folder "
+                                    "it built is added to --data"})
     image_column: str = field(default="image", metadata={"help": "Image column of a Hub dataset"})
     label_column: str = field(default="label", metadata={"help": "Label column of a Hub dataset (names fake/real)"})
     min_size: int = field(default=150, metadata={"help": "Drop images whose short side is under this many pixels"})
@@ -50,9 +53,10 @@ class DataArguments:
     test_fraction: float = field(default=0.15, metadata={"help": "Test share of each source and class"})
 
     def __post_init__(self):
+        self.data = [*self.data, *(f for pool in self.pool for f in pool_folders(pool) if f not in self.data)]
         if not self.data:
             raise DataError("No data given: pass --data with an image folder (real/ and fake/ inside) or a Hub "
-                            "dataset id.")
+                            "dataset id, or --pool with a pool built by python -m train.sources.")
         if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
             raise DataError("--val-fraction and --test-fraction must each be between 0 and 1 and sum under 1.")
         if self.no_face not in NO_FACE_POLICIES:
