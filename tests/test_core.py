@@ -113,9 +113,11 @@ def test_info_markdown_shows_only_what_a_reader_needs():
     assert text == "Explaining the face.\n- P(fake) of the face as the model sees it: 0.250\n- perturbed images: 200"
 
 
-def test_create_like_rebuilds_the_shipped_recipe_from_config_json():
-    model = create_like(os.path.join(ROOT, "models", "efficientnet-lite2"))
-    shipped = create_model("efficientnet-lite2", image_size=224)
+@pytest.mark.parametrize("name, kwargs", [("efficientnet-lite2", {"image_size": 224}),
+                                          ("tuned-cnn", {"image_size": 128})])
+def test_create_like_rebuilds_the_shipped_recipe_from_config_json(name, kwargs):
+    model = create_like(os.path.join(ROOT, "models", name))
+    shipped = create_model(name, **kwargs)
     assert data_config_of(model)["input_size"] == data_config_of(shipped)["input_size"]
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in shipped.parameters())
 

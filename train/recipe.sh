@@ -49,6 +49,19 @@ MODULE=train.probe run dinov2-vits14-probe --model dinov2-vits14 --pretrained --
 MODULE=train.stack run ensemble --model ensemble --members "$OUT/dinov2-vits14-probe" "$OUT/efficientnet-lite2" \
     --splits-from "$OUT/efficientnet-lite2" --batch-size 32 --num-workers 1 --robustness jpeg_q75 downscale_64 \
     --save-dtype float16
+# The larger pool (POOL=~/pool bash train/recipe.sh; build it with python -m train.sources, README "The larger
+# pool"): the probe again over the six sets plus up to 1,000 images of each pool source and class, the six sets'
+# rows keeping Lite2's splits (--splits-from) so the test split still holds the same rows, and the new sources
+# split here. The activation cache already holds the six sets' rows, so only the pool's images run through the ViT.
+# Then the ensemble over this probe and Lite2, on the probe's splits.
+if [ -n "${POOL:-}" ]; then
+    MODULE=train.probe run dinov2-vits14-probe-pool --model dinov2-vits14 --pretrained --pool "$POOL" \
+        --max-per-source 1000 --splits-from "$OUT/efficientnet-lite2" --layers 9 10 11 --batch-size 32 --num-workers 1 \
+        --robustness jpeg_q75 --save-dtype float16
+    MODULE=train.stack run ensemble-pool --model ensemble --pool "$POOL" --members "$OUT/dinov2-vits14-probe-pool" \
+        "$OUT/efficientnet-lite2" --splits-from "$OUT/dinov2-vits14-probe-pool" --batch-size 32 --num-workers 1 \
+        --robustness jpeg_q75 --save-dtype float16
+fi
 # The comparison models, last: the app defaults to the ensemble above.
 run tuned-cnn --model tuned-cnn --image-size 128 --epochs 6 --patience 3 --num-workers 2
 run xception --model xception --width 0.5 --image-size 128 --epochs 6 --patience 3 --num-workers 2
