@@ -84,3 +84,40 @@ def test_a_non_vit_model_is_one_clear_line(data, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("train.cached: error: python -m train.cached trains ViT models")
+
+
+def _rows(paths):
+    import datasets
+
+    return datasets.Dataset.from_dict({"image": [{"bytes": None, "path": p} for p in paths],
+                                       "label": [0] * len(paths), "source": ["a"] * len(paths)})
+
+
+def test_the_cache_reuses_rows_cached_before_and_keys_the_jpeg_re_encoding(data, tmp_path, capsys):
+    from deepfake_detector.models import data_config_of
+    from train.cached import cached_activations
+    from train.data import ImageDataset
+
+    split = Split(_model(), 10).eval()
+    config = data_config_of(split.model)
+    paths = sorted(os.path.join(data[0], "fake", f) for f in os.listdir(os.path.join(data[0], "fake")))
+    cache = str(tmp_path / "cache")
+    first = np.array(cached_activations(split, _rows(paths[:5]), config, cache, "a", 4, 0))
+    assert "cached a: 5 images" in capsys.readouterr().out
+    # A split holding those five and three more: the five are copied, only the three run through the blocks.
+    wider = np.array(cached_activations(split, _rows(paths[3:] + paths[:3]), config, cache, "b", 4, 0))
+    out = capsys.readouterr().out
+    assert "cache b: 5 of 8 images copied from earlier caches" in out and "cached b: 3 images" in out
+    np.testing.assert_allclose(wider[5:], first[:3])
+    np.testing.assert_allclose(wider[:2], first[3:])
+    with torch.no_grad():
+        expected = split.prefix(torch.stack([ImageDataset(_rows(paths[5:8]), config)[i][0] for i in range(3)]))
+    np.testing.assert_allclose(wider[2:5], expected.numpy(), atol=1e-5)
+    # --reencode-jpeg: another cache (nothing copied from the plain one), of the re-encoded images.
+    encoded = np.array(cached_activations(split, _rows(paths[:2]), config, cache, "c", 4, 0, reencode=50))
+    assert "copied" not in capsys.readouterr().out
+    with torch.no_grad():
+        expected = split.prefix(torch.stack([ImageDataset(_rows(paths[:2]), config, reencode_quality=50)[i][0]
+                                             for i in range(2)]))
+    np.testing.assert_allclose(encoded, expected.numpy(), atol=1e-5)
+    assert np.abs(encoded - first[:2]).max() > 1e-3

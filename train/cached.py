@@ -141,14 +141,15 @@ class Split(torch.nn.Module):
         return h.hexdigest()[:16]
 
 
-def _model_inputs(fingerprint, config, n):
-    return json.dumps([fingerprint, n, config["input_size"], config["mean"], config["std"],
-                       config["interpolation"]]).encode()
+def _model_inputs(fingerprint, config, n, reencode=None):
+    inputs = [fingerprint, n, config["input_size"], config["mean"], config["std"], config["interpolation"]]
+    return json.dumps(inputs + ([{"reencode_jpeg": reencode}] if reencode else [])).encode()
 
 
-def model_key(fingerprint, config, n):
-    """What the cached activations depend on besides the image: the frozen weights, the cut and the transform."""
-    return hashlib.sha256(_model_inputs(fingerprint, config, n)).hexdigest()[:20]
+def model_key(fingerprint, config, n, reencode=None):
+    """What the cached activations depend on besides the image: the frozen weights, the cut, the transform and
+    the JPEG re-encoding (--reencode-jpeg)."""
+    return hashlib.sha256(_model_inputs(fingerprint, config, n, reencode)).hexdigest()[:20]
 
 
 def row_keys(rows):
@@ -158,9 +159,9 @@ def row_keys(rows):
             for image, box in zip(rows["image"], boxes)]
 
 
-def cache_key(rows, fingerprint, config, n):
+def cache_key(rows, fingerprint, config, n, reencode=None):
     """The cache folder's name: the model key's inputs and every row's image and face box."""
-    h = hashlib.sha256(_model_inputs(fingerprint, config, n))
+    h = hashlib.sha256(_model_inputs(fingerprint, config, n, reencode))
     for image, box in zip(rows["image"], rows["face_box"] if "face_box" in rows.column_names else [None] * len(rows)):
         h.update(f"{image.get('path')}|{box}".encode())
         if image.get("bytes"):
@@ -185,14 +186,15 @@ def cached_rows(cache_dir, model, exclude):
     return found
 
 
-def cached_activations(split_model, rows, config, cache_dir, name, batch_size, num_workers):
-    """[rows, tokens, dim] float32 memmap of the frozen prefix's output for every row (computed once, resumable).
+def cached_activations(split_model, rows, config, cache_dir, name, batch_size, num_workers, reencode=None):
+    """[rows, tokens, dim] float32 memmap of the frozen prefix's output for every row (computed once, resumable),
+    each image put through one JPEG encoding at quality `reencode` first where given (--reencode-jpeg).
 
     Rows an earlier cache of the same frozen prefix holds (another split, a run over fewer sources) are copied from
     it, so adding sources to a run costs only the new images."""
     fingerprint = split_model.frozen_fingerprint()
-    model, keys = model_key(fingerprint, config, split_model.n), row_keys(rows)
-    folder = os.path.join(cache_dir, cache_key(rows, fingerprint, config, split_model.n))
+    model, keys = model_key(fingerprint, config, split_model.n, reencode), row_keys(rows)
+    folder = os.path.join(cache_dir, cache_key(rows, fingerprint, config, split_model.n, reencode))
     path, progress, meta = (os.path.join(folder, f) for f in ("activations.npy", "done.json", "rows.json"))
     os.makedirs(folder, exist_ok=True)
     with torch.no_grad():
@@ -222,7 +224,7 @@ def cached_activations(split_model, rows, config, cache_dir, name, batch_size, n
     array = np.lib.format.open_memmap(path, mode="r+")
     todo = state["todo"][state["done"]:]
     if todo:
-        dataset = torch.utils.data.Subset(ImageDataset(rows, config), todo)
+        dataset = torch.utils.data.Subset(ImageDataset(rows, config, reencode_quality=reencode), todo)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
         start = time.time()
         for pixels, _, index in tqdm(loader, desc=f"caching {name} ({len(todo)} images)", leave=False):
@@ -313,7 +315,7 @@ def run(data_args, model_args, train_args, cache_args, command=""):
     config = data_config_of(model)
     split_model = Split(model, cache_args.freeze_blocks, head_only=cache_args.head_only).eval()
     activations = {name: cached_activations(split_model, rows, config, cache_args.cache_dir, name,
-                                            train_args.batch_size, train_args.num_workers)
+                                            train_args.batch_size, train_args.num_workers, data_args.reencode_jpeg)
                    for name, rows in splits.items()}
     if cache_args.head_only:
         activations = {name: cls_tokens(split_model, array, train_args.batch_size, name)
@@ -384,7 +386,7 @@ def run(data_args, model_args, train_args, cache_args, command=""):
     model.load_state_dict(load_file(os.path.join(work, BEST)))
     precomputed = {name: predict_cached(split_model, loaders[name]) for name in ("validation", "test")}
     model.requires_grad_(True)
-    datasets = {name: ImageDataset(rows, config) for name, rows in splits.items()}
+    datasets = {name: ImageDataset(rows, config, reencode_quality=data_args.reencode_jpeg) for name, rows in splits.items()}
     image_loaders = {name: make_loader(ds, train_args, shuffle=False) for name, ds in datasets.items()}
     return finish(model, accelerator, datasets, image_loaders, splits, state, run_config, scrub_report, counts, work,
                   final, train_args, precomputed=precomputed)

@@ -158,7 +158,7 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     features = {}
     for name, rows in splits.items():
         array = cached_activations(split_model, rows, config, probe_args.cache_dir, name, train_args.batch_size,
-                                   train_args.num_workers)
+                                   train_args.num_workers, data_args.reencode_jpeg)
         features[name] = cached_features(probe, array, train_args.batch_size, name)
     weights = (source_weights(list(splits["train"]["source"]), data_args.balance_sources).numpy()
                if data_args.balance_sources else None)
@@ -204,7 +204,7 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     write_json(os.path.join(work, RUN_CONFIG), run_config)
     save_file(cpu_state_dict(detector), os.path.join(work, BEST))
     precomputed = {name: (logits[name], labels[name], np.arange(len(labels[name]))) for name in ("validation", "test")}
-    datasets = {name: ImageDataset(rows, config) for name, rows in splits.items()}
+    datasets = {name: ImageDataset(rows, config, reencode_quality=data_args.reencode_jpeg) for name, rows in splits.items()}
     image_loaders = {name: make_loader(ds, train_args, shuffle=False) for name, ds in datasets.items()}
     return finish(detector, accelerator, datasets, image_loaders, splits, state, run_config, scrub_report, counts,
                   work, final, train_args, precomputed=precomputed,

@@ -78,7 +78,7 @@ def fit_split(labels, sources, fraction, seed):
 
 
 @torch.no_grad()
-def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE):
+def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=None):
     """[rows, members × 2] logits of every member as the ensemble computes them (flip-averaged with flip_tta:
     exact, as the combiner is linear), and the labels.
 
@@ -92,14 +92,14 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE):
         if isinstance(member, FeatureProbe) and not ensemble.config.flip_tta and _sees_input(spec, config):
             start = member.cache_start
             array = cached_activations(Split(member.backbone, start).eval(), rows, config, cache_dir, name,
-                                       train_args.batch_size, train_args.num_workers)
+                                       train_args.batch_size, train_args.num_workers, reencode)
             columns[i] = torch.from_numpy(map_cached(lambda tokens: member(tokens, start), array,
                                                      train_args.batch_size, f"{spec['name']} on {name}"))
         else:
             on_images.append(i)
     if on_images:
         parts = []
-        loader = make_loader(ImageDataset(rows, config), train_args, shuffle=False)
+        loader = make_loader(ImageDataset(rows, config, reencode_quality=reencode), train_args, shuffle=False)
         for pixels, _, _ in tqdm(loader, desc=f"members on {name}", leave=False):
             views = [pixels, pixels.flip(-1)] if ensemble.config.flip_tta else [pixels]
             per_view = [torch.stack([ensemble.members[i](x) for i, x in enumerate(ensemble.member_inputs(v))
@@ -154,8 +154,9 @@ def run(data_args, model_args, train_args, stack_args, command=""):
                         f"between fitting the combiner and calibrating it: train the members on more images, or "
                         f"change --fit-fraction ({stack_args.fit_fraction}).")
     start = time.time()
-    x_val, y_val = member_logits(model, splits["validation"], train_args, "validation", stack_args.cache_dir)
-    x_test, y_test = member_logits(model, splits["test"], train_args, "test", stack_args.cache_dir)
+    reencode = data_args.reencode_jpeg
+    x_val, y_val = member_logits(model, splits["validation"], train_args, "validation", stack_args.cache_dir, reencode)
+    x_test, y_test = member_logits(model, splits["test"], train_args, "test", stack_args.cache_dir, reencode)
     scored_s = time.time() - start
     fit_loss = fit_combiner(model.combiner, x_val[fit], y_val[fit], stack_args.l2)
     with torch.no_grad():
@@ -168,7 +169,7 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     write_json(os.path.join(work, RUN_CONFIG), run_config)
     save_file(cpu_state_dict(model), os.path.join(work, BEST))
     splits = {**splits, "validation": splits["validation"].select(rest)}
-    datasets = {name: ImageDataset(rows, config) for name, rows in splits.items()}
+    datasets = {name: ImageDataset(rows, config, reencode_quality=reencode) for name, rows in splits.items()}
     state = {"epoch": 1, "best_epoch": 1, "best_score": val["auc"], "stale_epochs": 0, "train_seconds": scored_s,
              "train_images": len(splits["validation"]) + len(fit) + len(splits["test"]),
              "history": [{"epoch": 1, "train_loss": fit_loss, "val_loss": float(torch.nn.functional.cross_entropy(
