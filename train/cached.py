@@ -153,19 +153,22 @@ def model_key(fingerprint, config, n, reencode=None):
 
 
 def row_keys(rows):
-    """One key per row: the image file (or its bytes' hash) and its face box."""
+    """One key per row: the image file (its absolute path, as a run's splits.json stores paths relative to where
+    it ran; or its bytes' hash) and its face box."""
     boxes = rows["face_box"] if "face_box" in rows.column_names else [None] * len(rows)
-    return [f"{image.get('path')}|{box}|{hashlib.sha256(image['bytes']).hexdigest() if image.get('bytes') else ''}"
+    return [_row_key(image.get("path"), box, hashlib.sha256(image["bytes"]).hexdigest() if image.get("bytes") else "")
             for image, box in zip(rows["image"], boxes)]
 
 
+def _row_key(path, box, digest):
+    return f"{os.path.abspath(path) if path else path}|{box}|{digest}"
+
+
 def cache_key(rows, fingerprint, config, n, reencode=None):
-    """The cache folder's name: the model key's inputs and every row's image and face box."""
+    """The cache folder's name: the model key's inputs and every row's key."""
     h = hashlib.sha256(_model_inputs(fingerprint, config, n, reencode))
-    for image, box in zip(rows["image"], rows["face_box"] if "face_box" in rows.column_names else [None] * len(rows)):
-        h.update(f"{image.get('path')}|{box}".encode())
-        if image.get("bytes"):
-            h.update(hashlib.sha256(image["bytes"]).digest())
+    for key in row_keys(rows):
+        h.update(key.encode())
     return h.hexdigest()[:20]
 
 
@@ -182,7 +185,8 @@ def cached_rows(cache_dir, model, exclude):
         if saved.get("model") != model or not json.load(open(progress)).get("complete"):
             continue
         for i, key in enumerate(saved["rows"]):
-            found.setdefault(key, (folder, i))
+            path, box, digest = key.rsplit("|", 2)  # keys written before paths were made absolute: the same cwd
+            found.setdefault(_row_key(path if path != "None" else None, box, digest), (folder, i))
     return found
 
 
