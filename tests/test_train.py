@@ -330,3 +330,29 @@ def test_option_misuse_is_one_clear_line(capsys, tmp_path, flags, message):
     code, line = _error(capsys, ["--data", str(tmp_path), *flags, "--output", str(tmp_path / "o")])
     assert code == 2 and message in line
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_score_models_scores_another_run_s_test_rows_and_writes_what_family_figures_reads(runs, tmp_path, capsys):
+    import importlib.util
+
+    def bench(name):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        spec = importlib.util.spec_from_file_location(name, os.path.join(root, "bench", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    out = str(tmp_path / "scored")
+    bench("score_models").main([runs["tuned-cnn"], "--test-split-of", runs["xception"], "--exclude-source", "b",
+                                "--clean-only", "--predictions", out])
+    with open(os.path.join(out, "test_predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    theirs = json.load(open(os.path.join(runs["xception"], "splits.json")))["rows"]["test"]
+    assert [r["file"] for r in rows] == [f for f, s in zip(theirs["file"], theirs["source"]) if s != "b"]
+    expected = ev.score_rows(runs["tuned-cnn"], ev.test_split_rows(runs["xception"]).filter(
+        lambda s: s == "a", input_columns="source"), degradations=("clean",))["fake_probability"]
+    np.testing.assert_allclose([float(r["fake_probability"]) for r in rows], expected, atol=1e-6)
+    capsys.readouterr()
+    bench("family_figures").main([out])
+    printed = capsys.readouterr().out
+    assert f"{len(rows)}  " in printed.splitlines()[1] and "lowest family AUC" in printed

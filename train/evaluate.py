@@ -341,7 +341,7 @@ def score_rows(model, rows, *, degradations=("clean", "jpeg_q75"), batch_size=16
         m = classification_metrics(labels, p)
         if kind == "clean":
             result.update(m, ece=expected_calibration_error(labels, p),
-                          per_source=per_source_metrics(labels, p, list(rows["source"])))
+                          per_source=per_source_metrics(labels, p, list(rows["source"])), fake_probability=p)
             if thresholds:
                 result["verdicts"] = verdicts_by_source(labels, p, list(rows["source"]), thresholds)
         result["robustness"][kind] = {"accuracy": m["accuracy"], "auc": m["auc"]}
