@@ -156,18 +156,15 @@ def row_keys(rows):
     """One key per row: the image file (its absolute path, as a run's splits.json stores paths relative to where
     it ran; or its bytes' hash) and its face box."""
     boxes = rows["face_box"] if "face_box" in rows.column_names else [None] * len(rows)
-    return [_row_key(image.get("path"), box, hashlib.sha256(image["bytes"]).hexdigest() if image.get("bytes") else "")
+    return [f"{os.path.abspath(image['path']) if image.get('path') else image.get('path')}|{box}|"
+            f"{hashlib.sha256(image['bytes']).hexdigest() if image.get('bytes') else ''}"
             for image, box in zip(rows["image"], boxes)]
 
 
-def _row_key(path, box, digest):
-    return f"{os.path.abspath(path) if path else path}|{box}|{digest}"
-
-
-def cache_key(rows, fingerprint, config, n, reencode=None):
-    """The cache folder's name: the model key's inputs and every row's key."""
+def cache_key(keys, fingerprint, config, n, reencode=None):
+    """The cache folder's name: the model key's inputs and every row's key (row_keys)."""
     h = hashlib.sha256(_model_inputs(fingerprint, config, n, reencode))
-    for key in row_keys(rows):
+    for key in keys:
         h.update(key.encode())
     return h.hexdigest()[:20]
 
@@ -185,8 +182,7 @@ def cached_rows(cache_dir, model, exclude):
         if saved.get("model") != model or not json.load(open(progress)).get("complete"):
             continue
         for i, key in enumerate(saved["rows"]):
-            path, box, digest = key.rsplit("|", 2)  # keys written before paths were made absolute: the same cwd
-            found.setdefault(_row_key(path if path != "None" else None, box, digest), (folder, i))
+            found.setdefault(key, (folder, i))
     return found
 
 
@@ -198,7 +194,7 @@ def cached_activations(split_model, rows, config, cache_dir, name, batch_size, n
     it, so adding sources to a run costs only the new images."""
     fingerprint = split_model.frozen_fingerprint()
     model, keys = model_key(fingerprint, config, split_model.n, reencode), row_keys(rows)
-    folder = os.path.join(cache_dir, cache_key(rows, fingerprint, config, split_model.n, reencode))
+    folder = os.path.join(cache_dir, cache_key(keys, fingerprint, config, split_model.n, reencode))
     path, progress, meta = (os.path.join(folder, f) for f in ("activations.npy", "done.json", "rows.json"))
     os.makedirs(folder, exist_ok=True)
     with torch.no_grad():
@@ -261,10 +257,10 @@ def load_splits(cache_args, data_args, train_args, accelerator):
     accelerator.print(f"--splits-from {cache_args.splits_from} keeps its {len(had)} sources' splits; "
                       f"{len(new)} new sources are split here")
     added, added_report, _ = prepare_data(replace(data_args, data=new), train_args, accelerator)
-    for name in ("face_box",):
-        if (name in splits["train"].column_names) != (name in added["train"].column_names):
-            raise DataError(f"{cache_args.splits_from} was {'' if name in splits['train'].column_names else 'not '}"
-                            "run with --crop-faces: pass the same setting for the new sources.")
+    cropped = "face_box" in splits["train"].column_names
+    if cropped != ("face_box" in added["train"].column_names):
+        raise DataError(f"{cache_args.splits_from} was {'' if cropped else 'not '}run with --crop-faces: pass the "
+                        "same setting for the new sources.")
     splits = datasets.DatasetDict({name: datasets.concatenate_datasets([splits[name], as_rows(added[name])])
                                    for name in splits})
     return splits, {**report, "added_sources": added_report}, split_counts(splits)
