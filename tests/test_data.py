@@ -4,6 +4,7 @@ import io
 import json
 import os
 import shutil
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -207,6 +208,20 @@ def test_split_is_stratified_seeded_and_keeps_duplicate_groups_together(tmp_path
     assert other["test"]["image"] != splits["test"]["image"]
 
 
+def test_max_eval_caps_each_source_and_class_and_the_rest_trains(tmp_path):
+    folders = [make_image_folder(str(tmp_path / "big"), per_class=30, seed=0),
+               make_image_folder(str(tmp_path / "small"), per_class=10, seed=1)]
+    kept, _ = scrub(load_sources(folders))
+    capped = split(kept, val_fraction=0.2, test_fraction=0.2, seed=0, max_eval=3)
+    for name in ("validation", "test"):
+        counts = Counter(zip(capped[name]["source"], capped[name]["label"]))
+        # 20 % of 30 is 6, capped to 3; 20 % of 10 is 2, under the cap.
+        assert counts == {("big", 0): 3, ("big", 1): 3, ("small", 0): 2, ("small", 1): 2}
+    assert len(capped["train"]) == len(kept) - 20
+    assert split(kept, val_fraction=0.2, test_fraction=0.2, seed=0, max_eval=100)["test"]["image"] == split(
+        kept, val_fraction=0.2, test_fraction=0.2, seed=0)["test"]["image"]
+
+
 def test_own_splits_are_kept_and_validation_carved_from_train(tmp_path):
     make_image_folder(str(tmp_path / "train"), per_class=10, seed=0)
     make_image_folder(str(tmp_path / "test"), per_class=4, seed=1)
@@ -254,6 +269,9 @@ def test_scrub_drops_what_the_guard_lists(guarded):
     kept, report = scrub(data, guard=guard)
     assert [(os.path.basename(d["file"]), d["reason"]) for d in report["dropped"]] == [("zz_hidden.jpg", GUARD_REASON)]
     assert report["guard"] == {"script": guard, "checked": 7, "dropped": 1}
+    # Run as several guard processes over shares of the images: the same image listed, every image checked.
+    again, report = scrub(data, guard=guard, num_proc=3)
+    assert again["image"] == kept["image"] and report["guard"] == {"script": guard, "checked": 7, "dropped": 1}
     assert report["dropped_by_reason"] == {GUARD_REASON: 1}
     assert len(kept) == 6 and "zz_hidden.jpg" not in {os.path.basename(i["path"]) for i in kept["image"]}
     # Without a guard the same image is kept: it is the guard's listing that drops it, nothing else.

@@ -77,6 +77,35 @@ def test_faces_are_found_once_cached_and_drop_or_keep_the_faceless(tmp_path, mon
     assert torch.allclose(pixels, (to_tensor(expected) - 0.5) / 0.5, atol=0.02)
 
 
+def test_face_boxes_are_saved_a_chunk_at_a_time_so_a_stopped_run_keeps_them(tmp_path, monkeypatch):
+    import json
+
+    import train.data
+
+    kept, _ = scrub(load_sources([make_image_folder(tmp_path / "set", per_class=3, size=160)]), min_size=128)
+    calls = []
+
+    def detect_then_stop(image):
+        calls.append(image.size)
+        if len(calls) > 4:
+            raise KeyboardInterrupt  # the session ends while the third chunk is being looked at
+        return [faces.Face((40, 40, 120, 120), 0.99)]
+
+    monkeypatch.setattr(train.data, "FACE_CHUNK", 2)
+    monkeypatch.setattr(faces, "detect_faces", detect_then_stop)
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        find_faces(kept, cache_dir=str(cache))
+    (saved,) = [json.load(open(path)) for path in cache.iterdir()]
+    assert len(saved) == 4 and all(entry["box"] == [40, 40, 120, 120] for entry in saved.values())
+
+    calls.clear()
+    monkeypatch.setattr(faces, "detect_faces", lambda image: calls.append(image.size) or [
+        faces.Face((40, 40, 120, 120), 0.99)])
+    rows, _ = find_faces(kept, cache_dir=str(cache))
+    assert len(calls) == len(kept) - 4 and rows["face_box"] == [[40, 40, 120, 120]] * len(kept)
+
+
 def _fake_weight_package(monkeypatch, tmp_path, state_dict):
     path = tmp_path / "lite0.pth"
     torch.save(state_dict, path)

@@ -51,6 +51,11 @@ class DataArguments:
                 "large pool costs what the sample does (face finding, cached features)"})
     val_fraction: float = field(default=0.15, metadata={"help": "Validation share of each source and class"})
     test_fraction: float = field(default=0.15, metadata={"help": "Test share of each source and class"})
+    preprocess_workers: int = field(default=1, metadata={
+        "help": "Processes for the scrub, the hidden-evaluation guard and face finding (a large pool: the cores)"})
+    max_eval_per_source: Optional[int] = field(default=None, metadata={
+        "help": "At most this many validation and this many test images of each source and class (the rest of a "
+                "large source trains)"})
 
     def __post_init__(self):
         self.data = [*self.data, *(f for pool in self.pool for f in pool_folders(pool) if f not in self.data)]
@@ -59,6 +64,10 @@ class DataArguments:
                             "dataset id, or --pool with a pool built by python -m train.sources.")
         if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
             raise DataError("--val-fraction and --test-fraction must each be between 0 and 1 and sum under 1.")
+        if self.preprocess_workers < 1:
+            raise DataError("--preprocess-workers takes a number of processes, 1 or more.")
+        if self.max_eval_per_source is not None and self.max_eval_per_source < 1:
+            raise DataError("--max-eval-per-source takes a positive number of images.")
         if self.no_face not in NO_FACE_POLICIES:
             raise DataError(f"--no-face takes {' or '.join(NO_FACE_POLICIES)}.")
         if not 0 <= self.balance_sources <= 1:

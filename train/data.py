@@ -254,36 +254,49 @@ def resolve_guard(guard):
 
 def run_guard(guard, folders):
     """Run the guard script over image folders: the files it lists as near-duplicates of hidden evaluation images,
-    and how many images it checked."""
-    with tempfile.NamedTemporaryFile("r", suffix=".txt", delete=False) as listing:
-        exclude = listing.name
+    and how many images it checked. One guard process per folder, all at once."""
+    runs = []
     try:
-        result = subprocess.run([sys.executable, guard, *folders, "--write-exclude", exclude], capture_output=True,
-                                text=True)
-        if result.returncode not in (0, 1):  # 1: it listed some
-            raise DataError(f"the guard {guard} failed (exit {result.returncode}): {result.stderr.strip()[-300:]}")
-        with open(exclude) as f:
-            listed = [line.rstrip("\n") for line in f if line.strip()]
+        for folder in folders:
+            with tempfile.NamedTemporaryFile("r", suffix=".txt", delete=False) as listing:
+                runs.append((listing.name, subprocess.Popen(
+                    [sys.executable, guard, folder, "--write-exclude", listing.name], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE, text=True)))
+        listed, checked = [], []
+        for exclude, process in runs:
+            stderr = process.communicate()[1]
+            if process.returncode not in (0, 1):  # 1: it listed some
+                raise DataError(f"the guard {guard} failed (exit {process.returncode}): {stderr.strip()[-300:]}")
+            with open(exclude) as f:
+                listed += [line.rstrip("\n") for line in f if line.strip()]
+            found = re.search(r"(\d+) images checked", stderr)
+            checked.append(int(found.group(1)) if found else None)
     finally:
-        os.remove(exclude)
-    checked = re.search(r"(\d+) images checked", result.stderr)
-    return listed, int(checked.group(1)) if checked else None
+        for exclude, process in runs:
+            if process.poll() is None:
+                process.kill()
+            os.remove(exclude)
+    return listed, None if None in checked else sum(checked)
 
 
-def guard_listed(images, guard):
+def guard_listed(images, guard, processes=1):
     """Which of `images` (undecoded `datasets.Image` values) the guard lists, as sorted indices, and how many it
-    checked. The guard script itself runs, over a temporary folder of links to the files (images held as bytes
-    are written there), so an image kept here is one `python holdout_guard.py DIR` passes. The links all end in
-    .png: the guard skips other suffixes, and PIL reads the format from the bytes."""
+    checked. The guard script itself runs (`processes` copies, each over a share), over temporary folders of links
+    to the files (images held as bytes are written there), so an image kept here is one `python holdout_guard.py
+    DIR` passes. The links all end in .png: the guard skips other suffixes, and PIL reads the format from the
+    bytes."""
     with tempfile.TemporaryDirectory(prefix="guard-") as folder:
+        shares = [os.path.join(folder, str(k)) for k in range(max(1, min(processes, len(images))))]
+        for share in shares:
+            os.makedirs(share)
         for i, image in enumerate(images):
-            link = os.path.join(folder, f"{i:09d}.png")
+            link = os.path.join(shares[i % len(shares)], f"{i:09d}.png")
             if image.get("bytes"):
                 with open(link, "wb") as f:
                     f.write(image["bytes"])
             else:
                 os.symlink(os.path.abspath(image["path"]), link)
-        listed, checked = run_guard(guard, [folder])
+        listed, checked = run_guard(guard, shares)
     return sorted(int(os.path.basename(path)[:9]) for path in listed), checked
 
 
@@ -327,7 +340,7 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
     guard_report = {"script": guard, "checked": 0, "dropped": 0}
     if guard:
         readable = [i for i, reason in enumerate(drops) if not reason]
-        listed, guard_report["checked"] = guard_listed([images[i] for i in readable], guard)
+        listed, guard_report["checked"] = guard_listed([images[i] for i in readable], guard, processes=num_proc or 1)
         for i in listed:
             drops[readable[i]] = GUARD_REASON
         guard_report["dropped"] = len(listed)
@@ -386,6 +399,9 @@ def _largest_face(example):
             else len(found)}
 
 
+FACE_CHUNK = 2000
+
+
 def find_faces(data, *, no_face="drop", cache_dir=FACE_CACHE, num_proc=None):
     """Add each image's largest face box (`face_box`, [] for none), found by the app's own detector.
 
@@ -402,10 +418,11 @@ def find_faces(data, *, no_face="drop", cache_dir=FACE_CACHE, num_proc=None):
             cache = json.load(f)
     digests = data["sha256"]
     todo = sorted({d: i for i, d in enumerate(digests) if d not in cache}.values())
-    if todo:
-        found = data.select(todo).map(_largest_face, remove_columns=data.column_names, num_proc=num_proc,
-                                      desc="Finding faces")
-        for i, box, count in zip(todo, found["face_box"], found["faces_found"]):
+    for start in range(0, len(todo), FACE_CHUNK):  # saved a chunk at a time: a stopped run keeps what it found
+        chunk = todo[start:start + FACE_CHUNK]
+        found = data.select(chunk).map(_largest_face, remove_columns=data.column_names, num_proc=num_proc,
+                                       desc=f"Finding faces ({start + len(chunk)} of {len(todo)})")
+        for i, box, count in zip(chunk, found["face_box"], found["faces_found"]):
             cache[digests[i]] = {"box": box, "faces": count}
         os.makedirs(cache_dir, exist_ok=True)
         with open(cache_path + ".tmp", "w") as f:
@@ -495,10 +512,12 @@ def class_counts(data):
 # Split
 
 
-def split(data, *, val_fraction=0.15, test_fraction=0.15, seed=0):
+def split(data, *, val_fraction=0.15, test_fraction=0.15, seed=0, max_eval=None):
     """Stratified (by source and label), group-aware split with a fixed seed.
 
-    Near-duplicate groups stay inside one split, so nothing leaks from train to test. Where every row carries
+    Near-duplicate groups stay inside one split, so nothing leaks from train to test. `max_eval` caps the
+    validation and the test rows of each source and class: a 20k-image source then gives its extra images to
+    training instead of 3k test images that measure no better than 500. Where every row carries
     its source's own split (train/validation/test folders), those are kept; a missing validation split is
     carved out of train.
     """
@@ -507,11 +526,11 @@ def split(data, *, val_fraction=0.15, test_fraction=0.15, seed=0):
         parts = {name: data.filter(lambda s, n=name: s == n, input_columns="split") for name in SPLITS if name in own}
         if "validation" not in parts:
             carved = split(parts["train"].map(lambda _: {"split": ""}), val_fraction=val_fraction,
-                           test_fraction=0.0, seed=seed)
+                           test_fraction=0.0, seed=seed, max_eval=max_eval)
             parts["train"], parts["validation"] = carved["train"], carved["validation"]
         result = datasets.DatasetDict({name: parts[name] for name in SPLITS})
     else:
-        result = _group_split(data, val_fraction, test_fraction, seed)
+        result = _group_split(data, val_fraction, test_fraction, seed, max_eval)
     for name in ("train", "validation"):
         if len(set(result[name]["label"])) < 2:
             raise DataError(f"The {name} split holds only one class: add images of both fake and real "
@@ -519,7 +538,7 @@ def split(data, *, val_fraction=0.15, test_fraction=0.15, seed=0):
     return result
 
 
-def _group_split(data, val_fraction, test_fraction, seed):
+def _group_split(data, val_fraction, test_fraction, seed, max_eval=None):
     if len(set(data["label"])) < 2:
         raise DataError(f"The data holds only one class ({class_counts(data)}): add images of both fake and real.")
     rng = random.Random(seed)
@@ -535,6 +554,8 @@ def _group_split(data, val_fraction, test_fraction, seed):
         rng.shuffle(groups)
         total = sum(len(members[g]) for g in groups)
         targets = {"test": round(total * test_fraction), "validation": round(total * val_fraction)}
+        if max_eval is not None:
+            targets = {name: min(target, max_eval) for name, target in targets.items()}
         filled = {"test": 0, "validation": 0}
         for group in groups:
             name = next((n for n in ("test", "validation") if filled[n] < targets[n]), "train")

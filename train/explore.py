@@ -19,6 +19,7 @@ import shlex
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Optional
 
 import datasets
 import imagehash
@@ -83,6 +84,7 @@ class ExploreArguments:
     guard: str = _training_field("guard")
     val_fraction: float = _training_field("val_fraction")
     test_fraction: float = _training_field("test_fraction")
+    max_eval_per_source: Optional[int] = _training_field("max_eval_per_source")
     seed: int = field(default=0, metadata={"help": "Seed of the split (training's --seed) and of the sampled images"})
     samples: int = field(default=8, metadata={"help": "Images shown per source and class in samples.png"})
     dpi: int = field(default=80, metadata={"help": "Resolution of the figures (keep the committed report small)"})
@@ -91,7 +93,8 @@ class ExploreArguments:
         self.data = list(self.data) + [folder for pool in self.pool for folder in pool_folders(pool)]
         DataArguments(data=self.data, image_column=self.image_column, label_column=self.label_column,
                       min_size=self.min_size, near_duplicate_distance=self.near_duplicate_distance,
-                      val_fraction=self.val_fraction, test_fraction=self.test_fraction)  # the same checks
+                      val_fraction=self.val_fraction, test_fraction=self.test_fraction,
+                      max_eval_per_source=self.max_eval_per_source)  # the same checks
         if not self.output:
             raise DataError("Pass --output: the folder report.md, summary.json and the figures go to.")
         if self.samples < 1 or self.dpi < 20:
@@ -672,7 +675,8 @@ def explore(args, command=""):
                                guard=resolve_guard(args.guard))
     if len(kept) == 0:
         raise DataError(f"No image survived the scrub ({scrub_report['dropped_by_reason']}): check the files.")
-    splits = split(kept, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+    splits = split(kept, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                   max_eval=args.max_eval_per_source)
     names = _display_names(data["image_path"], args.data)
 
     facts = [header_facts(image) for image in kept["image"]]

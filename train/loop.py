@@ -174,19 +174,20 @@ def prepare_data(data_args, train_args, accelerator):
         accelerator.print(f"sample: {len(sources)} of {before} images, at most {data_args.max_per_source} of each "
                           "source and class (--max-per-source)")
     guard = resolve_guard(data_args.guard)
+    workers = data_args.preprocess_workers if data_args.preprocess_workers > 1 else None
     kept, scrub_report = scrub(sources, min_size=data_args.min_size,
-                               near_duplicate_distance=data_args.near_duplicate_distance, guard=guard)
+                               near_duplicate_distance=data_args.near_duplicate_distance, guard=guard, num_proc=workers)
     accelerator.print(f"guard: {scrub_report['guard']['checked']} images checked by {guard}, "
                       f"{scrub_report['guard']['dropped']} dropped" if guard else
                       "guard: none run (no holdout_guard.py here; --guard PATH names one)")
     if data_args.crop_faces:
-        kept, scrub_report["faces"] = find_faces(kept, no_face=data_args.no_face)
+        kept, scrub_report["faces"] = find_faces(kept, no_face=data_args.no_face, num_proc=workers)
         faces_report = scrub_report["faces"]
         accelerator.print(f"faces: none found in {faces_report['images_without_face']} images "
                           f"({'dropped' if data_args.no_face == 'drop' else 'kept whole'}): "
                           f"{faces_report['without_face_by_source'] or 'none'}")
     splits = split(kept, val_fraction=data_args.val_fraction, test_fraction=data_args.test_fraction,
-                   seed=train_args.seed)
+                   seed=train_args.seed, max_eval=data_args.max_eval_per_source)
     counts = split_counts(splits)
     accelerator.print(f"scrub: kept {scrub_report['images_kept']} of {scrub_report['images_in']} images; "
                       f"dropped {scrub_report['dropped_by_reason'] or 'none'}; "
