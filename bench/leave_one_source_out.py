@@ -80,15 +80,12 @@ def stage_features(rows, image_size, batch_size=64):
 def dinov2_features(rows, name, batch_size=64):
     """The DINOv2 probe's features as it ships (CLS and mean patch token after blocks 9, 10 and 11 + norm, weights
     rounded to float16): read from the activation and feature caches train.probe fills, computed where missing."""
-    from deepfake_detector.modeling_deepfake_ensemble import FeatureProbe
-    from train.cached import CACHE, Split, cached_activations
-    from train.probe import cached_features, round_to_float16
+    from train.cached import CACHE, cached_activations
+    from train.probe import cached_features, probe_of, round_to_float16
 
     model = round_to_float16(create_model("dinov2-vits14", pretrained=True)).eval()
-    probe = FeatureProbe(model.pretrained_cfg["architecture"], model.model_args, [9, 10, 11], [0, 1]).eval()
-    probe.backbone.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")})
-    array = cached_activations(Split(model, probe.cache_start).eval(), rows, data_config_of(model), CACHE, name,
-                               batch_size, 1)
+    probe, split_model = probe_of(model, [9, 10, 11])
+    array = cached_activations(split_model, rows, data_config_of(model), CACHE, name, batch_size, 1)
     return cached_features(probe, array, batch_size, name)
 
 

@@ -12,8 +12,6 @@ comes from the model's metrics.json as training wrote it: how often each verdict
 often its committed verdicts were right. A figure the folder does not hold is left out, never guessed.
 """
 
-import json
-
 import numpy as np
 import pandas as pd
 

@@ -5,7 +5,6 @@ import os
 import sys
 import types
 
-import numpy as np
 import pytest
 import timm
 import torch

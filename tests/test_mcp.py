@@ -9,12 +9,11 @@ import asyncio
 import base64
 import socket
 
-import numpy as np
 import pytest
 from PIL import Image
 
 import app
-from helpers import face_like, make_tiny_models, provenance_files
+from helpers import make_tiny_models, provenance_files
 
 pytest.importorskip("mcp", reason="pip install 'gradio[mcp]'")
 from mcp import ClientSession  # noqa: E402

@@ -8,6 +8,7 @@ The DINOv2 ViT-S/14 layout at 28 px (2x2 patches), as in test_cached.py: real de
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -189,4 +190,7 @@ def test_a_probe_over_more_sources_keeps_the_old_run_s_splits_and_computes_only_
     for name in ("train", "validation", "test"):
         assert f"cache {name}: {copied[name]} of {len(new[name]['file'])} images copied from earlier caches" in out
         assert f"cached {name}: {len(new[name]['file']) - copied[name]} images" in out
-    _pipeline_matches_predictions(output)
+        # The last blocks run on the new images alone too: the old rows' features are copied.
+        assert re.search(rf"{name}: features of {len(new[name]['file']) - copied[name]} images in \d+ s "
+                         rf"\({copied[name]} copied from earlier caches\)", out)
+    _pipeline_matches_predictions(output)  # copied features give the figures the shipped folder gives

@@ -1,6 +1,5 @@
 """`python -m train.sources`: a tiny git repository as the public source, cloned bare as a fetched mirror is."""
 
-import hashlib
 import io
 import json
 import os

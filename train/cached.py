@@ -169,13 +169,15 @@ def cache_key(keys, fingerprint, config, n, reencode=None):
     return h.hexdigest()[:20]
 
 
-def cached_rows(cache_dir, model, exclude):
-    """{row key: (folder, index)} of every row already computed in `cache_dir` under the same frozen prefix."""
+def cached_rows(cache_dir, model, exclude, having="activations.npy"):
+    """{row key: (folder, index)} of every row already computed in `cache_dir` under the same frozen prefix, in
+    folders that hold the file `having` (the activations, or features computed from them)."""
     found = {}
     for name in sorted(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else []:
         folder = os.path.join(cache_dir, name)
         meta, progress = os.path.join(folder, "rows.json"), os.path.join(folder, "done.json")
-        if name == exclude or not (os.path.isfile(meta) and os.path.isfile(progress)):
+        if name == exclude or not all(os.path.isfile(os.path.join(folder, f)) for f in ("rows.json", "done.json",
+                                                                                          having)):
             continue
         with open(meta) as f:
             saved = json.load(f)

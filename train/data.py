@@ -162,14 +162,20 @@ def sample_sources(data, max_per_source, seed=0):
     return data.select(keep) if len(keep) < len(data) else data
 
 
-def as_rows(data):
-    """A split as the plain columns a run's splits.json restores (image path/bytes, label, source, face_box), so
-    splits read back and splits freshly made concatenate."""
-    columns = {"image": [{"bytes": image.get("bytes"), "path": image.get("path")} for image in data["image"]],
-               "label": list(data["label"]), "source": list(data["source"])}
-    if "face_box" in data.column_names:
-        columns["face_box"] = list(data["face_box"])
+def rows_dataset(images, labels, sources, face_boxes=None):
+    """The plain columns of a split (image path/bytes, label, source, face_box where faces were found): what a
+    run's splits.json restores and what `as_rows` makes of a freshly made split, so the two concatenate."""
+    columns = {"image": [{"bytes": image.get("bytes"), "path": image.get("path")} for image in images],
+               "label": list(labels), "source": list(sources)}
+    if face_boxes is not None:
+        columns["face_box"] = list(face_boxes)
     return datasets.Dataset.from_dict(columns)
+
+
+def as_rows(data):
+    """A split made here as the plain columns of `rows_dataset`."""
+    return rows_dataset(data["image"], data["label"], data["source"],
+                        data["face_box"] if "face_box" in data.column_names else None)
 
 
 def _folder_files(folder):
@@ -336,7 +342,8 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
                      remove_columns=data.column_names, num_proc=num_proc, desc="Scrubbing")
     images = data["image"]
     names = [image_name(image) for image in images]
-    drops = list(facts["drop"])
+    # Plain lists: indexing a `datasets` column row by row re-reads the column each time (minutes on a 60k pool).
+    drops, digests, phashes = list(facts["drop"]), list(facts["sha256"]), list(facts["phash"])
     guard_report = {"script": guard, "checked": 0, "dropped": 0}
     if guard:
         readable = [i for i, reason in enumerate(drops) if not reason]
@@ -348,7 +355,7 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
 
     # Exact duplicates: keep the first copy; an image labelled both ways is dropped altogether.
     by_hash = defaultdict(list)
-    for i, (digest, reason) in enumerate(zip(facts["sha256"], drops)):
+    for i, (digest, reason) in enumerate(zip(digests, drops)):
         if not reason:
             by_hash[digest].append(i)
     labels = data["label"]
@@ -363,9 +370,9 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
         keep.append(copies[0])
     keep.sort()
 
-    groups = near_duplicate_groups([facts["phash"][i] for i in keep], near_duplicate_distance)
+    groups = near_duplicate_groups([phashes[i] for i in keep], near_duplicate_distance)
     groups = identity_groups(groups, [names[i] for i in keep])
-    kept = data.select(keep).add_column("group", groups).add_column("sha256", [facts["sha256"][i] for i in keep])
+    kept = data.select(keep).add_column("group", groups).add_column("sha256", [digests[i] for i in keep])
     near_groups = defaultdict(list)
     for index, group in zip(keep, groups):
         near_groups[group].append(names[index])
@@ -416,7 +423,7 @@ def find_faces(data, *, no_face="drop", cache_dir=FACE_CACHE, num_proc=None):
     if os.path.isfile(cache_path):
         with open(cache_path) as f:
             cache = json.load(f)
-    digests = data["sha256"]
+    digests = list(data["sha256"])
     todo = sorted({d: i for i, d in enumerate(digests) if d not in cache}.values())
     for start in range(0, len(todo), FACE_CHUNK):  # saved a chunk at a time: a stopped run keeps what it found
         chunk = todo[start:start + FACE_CHUNK]
@@ -545,9 +552,10 @@ def _group_split(data, val_fraction, test_fraction, seed, max_eval=None):
     members = defaultdict(list)
     for i, group in enumerate(data["group"]):
         members[group].append(i)
+    sources, labels = list(data["source"]), list(data["label"])
     strata = defaultdict(list)  # (source, label of the group's first image) -> groups
     for group, rows in members.items():
-        strata[(data[rows[0]]["source"], data[rows[0]]["label"])].append(group)
+        strata[(sources[rows[0]], labels[rows[0]])].append(group)
     assignment = {name: [] for name in SPLITS}
     for key in sorted(strata):
         groups = sorted(strata[key])
@@ -582,11 +590,8 @@ def splits_from_run(folder, guard=None):
         if missing:
             raise DataError(f"{folder}/splits.json names {len(missing)} {name} images that are not here (first: "
                             f"{missing[0]}): run from the folder that run started in, with its --data present.")
-        columns = {"image": [{"bytes": None, "path": p} for p in rows["file"]], "label": rows["label"],
-                   "source": rows["source"]}
-        if "face_box" in rows:
-            columns["face_box"] = rows["face_box"]
-        splits[name] = datasets.Dataset.from_dict(columns)
+        splits[name] = rows_dataset([{"path": p} for p in rows["file"]], rows["label"], rows["source"],
+                                    rows.get("face_box"))
     if guard:  # one run of the guard over the three splits' rows, in order
         listed, guard_report["checked"] = guard_listed([i for n in SPLITS for i in splits[n]["image"]], guard)
         guard_report["dropped"] = len(listed)

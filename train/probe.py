@@ -23,6 +23,7 @@ loads it, and `python -m train.stack --members` takes it like any trained folder
 the rest as for every run: temperature and thresholds on validation, test metrics, robustness, the Hub folder.
 """
 
+import json
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError
 from deepfake_detector.layout import write_json
@@ -43,7 +45,7 @@ from deepfake_detector.modeling_deepfake_ensemble import (
 )
 from deepfake_detector.models import VIT_ARCHITECTURES, create_model, data_config_of
 from train import evaluate as ev
-from train.cached import CachedRunArguments, Split, cached_activations, load_splits, map_cached
+from train.cached import CachedRunArguments, Split, cached_activations, cached_rows, load_splits
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
 from train.data import ImageDataset, source_weights
 from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader
@@ -97,15 +99,40 @@ def round_to_float16(model):
 
 def cached_features(probe, array, batch_size, name):
     """`probe.features` of every row of a cached activations memmap, kept beside it (features-<layers>.npy): a
-    refit of the head (other classes, weights, C) then costs seconds, not a pass through the last blocks."""
-    path = os.path.join(os.path.dirname(array.filename), f"features-{'-'.join(map(str, probe.layers))}.npy")
+    refit of the head (other classes, weights, C) then costs seconds, not a pass through the last blocks. Rows an
+    earlier cache holds features of (same frozen model, same layers) are copied, as the activations are."""
+    folder = os.path.dirname(array.filename)
+    file = f"features-{'-'.join(map(str, probe.layers))}.npy"
+    path = os.path.join(folder, file)
     if os.path.isfile(path):
         return np.load(path)
     start = time.time()
-    features = map_cached(lambda tokens: probe.features(tokens, probe.cache_start), array, batch_size,
-                          f"last blocks, {name}")
+    found, keys = {}, []
+    if os.path.isfile(os.path.join(folder, "rows.json")):
+        with open(os.path.join(folder, "rows.json")) as f:
+            saved = json.load(f)
+        keys = saved["rows"]
+        found = cached_rows(os.path.dirname(folder), saved["model"], exclude=os.path.basename(folder), having=file)
+    copied = [i for i, key in enumerate(keys) if key in found]
+    todo = sorted(set(range(len(array))) - set(copied))
+    with torch.no_grad():
+        computed = [probe.features(torch.from_numpy(np.array(array[todo[i:i + batch_size]])), probe.cache_start)
+                    .numpy() for i in tqdm(range(0, len(todo), batch_size), desc=f"last blocks, {name}", leave=False)]
+    others = {}
+    for i in copied:
+        other, j = found[keys[i]]
+        if other not in others:
+            others[other] = np.load(os.path.join(other, file), mmap_mode="r")
+    dim = computed[0].shape[1] if computed else next(iter(others.values())).shape[1]
+    features = np.empty((len(array), dim), dtype=np.float32)
+    if todo:
+        features[todo] = np.concatenate(computed)
+    for i in copied:
+        other, j = found[keys[i]]
+        features[i] = others[other][j]
     np.save(path, features)
-    print(f"{name}: features of {len(array)} images in {time.time() - start:.0f} s")
+    print(f"{name}: features of {len(todo)} images in {time.time() - start:.0f} s"
+          f"{f' ({len(copied)} copied from earlier caches)' if copied else ''}")
     return features
 
 
@@ -129,6 +156,14 @@ def fit_head(head, x, names, classes, weights, inverse_l2):
     return regression.n_iter_
 
 
+def probe_of(model, layers, class_labels=(0, 1)):
+    """A FeatureProbe over `model`'s weights reading `layers`, and the model split where the probe's blocks begin:
+    the activation cache holds the output of the blocks before them."""
+    probe = FeatureProbe(model.pretrained_cfg["architecture"], model.model_args, layers, list(class_labels)).eval()
+    probe.backbone.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")})
+    return probe, Split(model, probe.cache_start).eval()
+
+
 def run(data_args, model_args, train_args, probe_args, command=""):
     if probe_args.classes not in CLASS_SCHEMES:
         raise DataError(f"--classes takes {' or '.join(CLASS_SCHEMES)}, not {probe_args.classes!r}.")
@@ -149,10 +184,7 @@ def run(data_args, model_args, train_args, probe_args, command=""):
         raise DataError(f"--layers takes block numbers from 0 to {len(model.blocks) - 1}.")
     config = data_config_of(model)
     names, classes, class_labels = class_names(splits["train"], probe_args.classes)
-    probe = FeatureProbe(architecture, model.model_args, layers, class_labels).eval()
-    backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-    probe.backbone.load_state_dict(backbone)
-    split_model = Split(model, probe.cache_start).eval()  # the cache holds the blocks before those the probe runs
+    probe, split_model = probe_of(model, layers, class_labels)
 
     began = time.time()
     features = {}

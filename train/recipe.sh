@@ -50,14 +50,15 @@ MODULE=train.stack run ensemble --model ensemble --members "$OUT/dinov2-vits14-p
     --splits-from "$OUT/efficientnet-lite2" --batch-size 32 --num-workers 1 --robustness jpeg_q75 downscale_64 \
     --save-dtype float16
 # The larger pool (POOL=~/pool bash train/recipe.sh; build it with python -m train.sources, README "The larger
-# pool"): the probe again over the six sets plus up to 1,000 images of each pool source and class, the six sets'
-# rows keeping Lite2's splits (--splits-from) so the test split still holds the same rows, and the new sources
-# split here. The activation cache already holds the six sets' rows, so only the pool's images run through the ViT.
+# pool"): the probe again over the six sets plus every pool image, the six sets' rows keeping Lite2's splits
+# (--splits-from) so the test split still holds the same rows, and the pool's sources split here with at most 500
+# validation and 500 test images of each source and class (--max-eval-per-source: the rest of UTKFace's 22k
+# trains). The activation cache already holds the six sets' rows, so only the pool's images run through the ViT.
 # Then the ensemble over this probe and Lite2, on the probe's splits.
 if [ -n "${POOL:-}" ]; then
     MODULE=train.probe run dinov2-vits14-probe-pool --model dinov2-vits14 --pretrained --pool "$POOL" \
-        --max-per-source 1000 --splits-from "$OUT/efficientnet-lite2" --layers 9 10 11 --batch-size 32 --num-workers 1 \
-        --robustness jpeg_q75 --save-dtype float16
+        --max-eval-per-source 500 --preprocess-workers "$(nproc)" --splits-from "$OUT/efficientnet-lite2" \
+        --layers 9 10 11 --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16
     MODULE=train.stack run ensemble-pool --model ensemble --pool "$POOL" --members "$OUT/dinov2-vits14-probe-pool" \
         "$OUT/efficientnet-lite2" --splits-from "$OUT/dinov2-vits14-probe-pool" --batch-size 32 --num-workers 1 \
         --robustness jpeg_q75 --save-dtype float16
