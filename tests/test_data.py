@@ -292,7 +292,8 @@ def test_scrub_guards_images_held_as_bytes(guarded):
 def test_training_data_is_guarded_and_a_finished_runs_splits_are_guarded_again(guarded, tmp_path):
     folder, guard = guarded
     data_args, _, train_args = parse_args(["--data", folder, "--guard", guard, "--output", str(tmp_path / "o"),
-                                           "--val-fraction", "0.3", "--test-fraction", "0.3"])
+                                           "--val-fraction", "0.3", "--test-fraction", "0.3",
+                                           "--preprocess-workers", "2"])
     splits, report, counts = prepare_data(data_args, train_args, Accelerator(cpu=True))
     files = [os.path.basename(i["path"]) for part in splits.values() for i in part["image"]]
     assert len(files) == 6 and "zz_hidden.jpg" not in files and report["guard"]["dropped"] == 1
@@ -304,8 +305,9 @@ def test_training_data_is_guarded_and_a_finished_runs_splits_are_guarded_again(g
     rows["test"] = {k: v + [x] for (k, v), x in zip(rows["test"].items(), [os.path.join(folder, "real", "zz_hidden.jpg"),
                                                                            1, "d"])}
     (run / "splits.json").write_text(json.dumps({"rows": rows, "counts": {}}))
-    old, old_report, old_counts = splits_from_run(str(run), guard=guard)
-    assert len(old["test"]) == len(splits["test"]) and old_report["splits_from_guard"]["dropped"] == 1
+    old, old_report, old_counts = splits_from_run(str(run), guard=guard, processes=2)
+    assert len(old["test"]) == len(splits["test"]) and old_report["splits_from_guard"] == {
+        "script": guard, "checked": 7, "dropped": 1}
     assert old_counts == counts
     assert len(splits_from_run(str(run))[0]["test"]) == len(splits["test"]) + 1  # no guard: as saved
 

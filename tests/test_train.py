@@ -325,6 +325,8 @@ def test_a_run_on_a_hub_dataset_cannot_be_rescored_from_its_splits(tmp_path):
     (["--model", "tuned-cnn", "--mixup", "-0.2"], "--mixup and --cutmix take a Beta-distribution alpha"),
     (["--model", "tuned-cnn", "--init-from", "a", "--pretrained"], "--init-from brings its own weights"),
     (["--model", "tuned-cnn", "--guard", "/nowhere/holdout_guard.py"], "no guard at /nowhere/holdout_guard.py: pass --guard PATH"),
+    (["--model", "tuned-cnn", "--max-eval-per-source", "0"], "--max-eval-per-source takes a positive number of images."),
+    (["--model", "tuned-cnn", "--preprocess-workers", "0"], "--preprocess-workers takes a number of processes, 1 or more."),
 ])
 def test_option_misuse_is_one_clear_line(capsys, tmp_path, flags, message):
     code, line = _error(capsys, ["--data", str(tmp_path), *flags, "--output", str(tmp_path / "o")])

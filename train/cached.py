@@ -251,7 +251,8 @@ def load_splits(cache_args, data_args, train_args, accelerator):
     one's (plus the new sources' test rows), and no row one of them trained on is in the other's test split."""
     if not cache_args.splits_from:
         return prepare_data(data_args, train_args, accelerator)
-    splits, report, counts = splits_from_run(cache_args.splits_from, guard=resolve_guard(data_args.guard))
+    splits, report, counts = splits_from_run(cache_args.splits_from, guard=resolve_guard(data_args.guard),
+                                              processes=data_args.preprocess_workers)
     had = {s for part in splits.values() for s in set(part["source"])}
     new = [source for source in data_args.data if source_name(source) not in had]
     if not new:

@@ -573,7 +573,7 @@ def _group_split(data, val_fraction, test_fraction, seed, max_eval=None):
     return datasets.DatasetDict({name: data.select(sorted(rows)) for name, rows in assignment.items()})
 
 
-def splits_from_run(folder, guard=None):
+def splits_from_run(folder, guard=None, processes=1):
     """The splits a finished run trained and was tested on (its splits.json: files, labels, sources, face
     boxes) and its scrub report: to train another model on exactly the same rows, so test figures compare.
     With `guard` (the path of holdout_guard.py), the rows it lists are dropped: a run from before the scrub ran the
@@ -593,7 +593,8 @@ def splits_from_run(folder, guard=None):
         splits[name] = rows_dataset([{"path": p} for p in rows["file"]], rows["label"], rows["source"],
                                     rows.get("face_box"))
     if guard:  # one run of the guard over the three splits' rows, in order
-        listed, guard_report["checked"] = guard_listed([i for n in SPLITS for i in splits[n]["image"]], guard)
+        listed, guard_report["checked"] = guard_listed([i for n in SPLITS for i in splits[n]["image"]], guard,
+                                                       processes)
         guard_report["dropped"] = len(listed)
         start = 0
         for name in SPLITS:

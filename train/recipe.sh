@@ -60,8 +60,8 @@ if [ -n "${POOL:-}" ]; then
         --max-eval-per-source 500 --preprocess-workers "$(nproc)" --splits-from "$OUT/efficientnet-lite2" \
         --layers 9 10 11 --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16
     MODULE=train.stack run ensemble-pool --model ensemble --pool "$POOL" --members "$OUT/dinov2-vits14-probe-pool" \
-        "$OUT/efficientnet-lite2" --splits-from "$OUT/dinov2-vits14-probe-pool" --batch-size 32 --num-workers 1 \
-        --robustness jpeg_q75 --save-dtype float16
+        "$OUT/efficientnet-lite2" --splits-from "$OUT/dinov2-vits14-probe-pool" --preprocess-workers "$(nproc)" \
+        --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16
 fi
 # The comparison models, last: the app defaults to the ensemble above.
 run tuned-cnn --model tuned-cnn --image-size 128 --epochs 6 --patience 3 --num-workers 2

@@ -144,7 +144,8 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     run_config = {**as_dict(data_args, model_args, train_args, stack_args), "command": command}
     check_output(work, final, train_args, run_config)
     set_seed(train_args.seed)
-    splits, scrub_report, counts = splits_from_run(stack_args.splits_from, guard=resolve_guard(data_args.guard))
+    splits, scrub_report, counts = splits_from_run(stack_args.splits_from, guard=resolve_guard(data_args.guard),
+                                                   processes=data_args.preprocess_workers)
     model = create_model(ENSEMBLE, members=model_args.members, combine="logits", flip_tta=model_args.flip_tta).eval()
     config = data_config_of(model)
     fit, rest = fit_split(np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"]),
