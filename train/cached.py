@@ -176,8 +176,7 @@ def cached_rows(cache_dir, model, exclude, having="activations.npy"):
     for name in sorted(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else []:
         folder = os.path.join(cache_dir, name)
         meta, progress = os.path.join(folder, "rows.json"), os.path.join(folder, "done.json")
-        if name == exclude or not all(os.path.isfile(os.path.join(folder, f)) for f in ("rows.json", "done.json",
-                                                                                          having)):
+        if name == exclude or not all(map(os.path.isfile, (meta, progress, os.path.join(folder, having)))):
             continue
         with open(meta) as f:
             saved = json.load(f)

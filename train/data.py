@@ -340,9 +340,9 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
     """
     facts = data.map(_inspect, fn_kwargs={"min_size": min_size, "max_pixels": max_pixels},
                      remove_columns=data.column_names, num_proc=num_proc, desc="Scrubbing")
-    images = data["image"]
-    names = [image_name(image) for image in images]
     # Plain lists: indexing a `datasets` column row by row re-reads the column each time (minutes on a 60k pool).
+    images, labels = list(data["image"]), list(data["label"])
+    names = [image_name(image) for image in images]
     drops, digests, phashes = list(facts["drop"]), list(facts["sha256"]), list(facts["phash"])
     guard_report = {"script": guard, "checked": 0, "dropped": 0}
     if guard:
@@ -358,7 +358,6 @@ def scrub(data, *, min_size=150, max_pixels=MAX_PIXELS, near_duplicate_distance=
     for i, (digest, reason) in enumerate(zip(digests, drops)):
         if not reason:
             by_hash[digest].append(i)
-    labels = data["label"]
     exact_groups, keep = [], []
     for copies in by_hash.values():
         if len(copies) > 1:
