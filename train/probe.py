@@ -118,18 +118,20 @@ def cached_features(probe, array, batch_size, name):
     with torch.no_grad():
         computed = [probe.features(torch.from_numpy(np.array(array[todo[i:i + batch_size]])), probe.cache_start)
                     .numpy() for i in tqdm(range(0, len(todo), batch_size), desc=f"last blocks, {name}", leave=False)]
-    others = {}
-    for i in copied:
-        other, j = found[keys[i]]
+    others = {}  # each earlier cache's features opened once, when its first row is copied
+
+    def features_of(other):
         if other not in others:
             others[other] = np.load(os.path.join(other, file), mmap_mode="r")
-    dim = computed[0].shape[1] if computed else next(iter(others.values())).shape[1]
+        return others[other]
+
+    dim = computed[0].shape[1] if computed else features_of(found[keys[copied[0]]][0]).shape[1]
     features = np.empty((len(array), dim), dtype=np.float32)
     if todo:
         features[todo] = np.concatenate(computed)
     for i in copied:
         other, j = found[keys[i]]
-        features[i] = others[other][j]
+        features[i] = features_of(other)[j]
     np.save(path, features)
     print(f"{name}: features of {len(todo)} images in {time.time() - start:.0f} s"
           f"{f' ({len(copied)} copied from earlier caches)' if copied else ''}")
