@@ -11,6 +11,7 @@ parse the card back with `huggingface_hub.ModelCard`.
 """
 
 import math
+import os
 import re
 from pathlib import PurePosixPath
 
@@ -181,7 +182,19 @@ WEIGHT_ORIGINS = {
 def _summary(metrics: dict, repo_id: str | None) -> str:
     arch = metrics.get("architecture") or metrics.get("model")
     kind = f"`{arch}`, {_library(metrics)}" if arch else _library(metrics)
-    if metrics.get("pretrained"):
+    size = count(metrics.get("image_size"))
+    at_size = f" at {size}×{size} px" if number(metrics.get("image_size")) else ""
+    if metrics.get("probe"):
+        backbone = (metrics.get("members") or ["a pretrained backbone"])[0]
+        origin = (f" It is a logistic regression (one class per source and label, fakes summed) over the features "
+                  f"of {backbone} read at blocks {', '.join(map(str, metrics['probe'].get('layers', [])))}{at_size}; "
+                  f"nothing in the backbone was trained")
+        at_size = ""  # said inside the sentence
+    elif metrics.get("members") and not metrics.get("pretrained"):
+        names = ", ".join(f"`{os.path.basename(str(m).rstrip('/'))}`" for m in metrics["members"])
+        origin = f" It combines frozen trained members ({names}){at_size} with a learned linear layer over their logits"
+        at_size = ""
+    elif metrics.get("pretrained"):
         base = metrics.get("base_model")
         origin = f" It was fine-tuned from `{base}`" if base else " It was fine-tuned"
         if metrics.get("architecture") in WEIGHT_ORIGINS:
@@ -194,8 +207,6 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
         origin = " It was trained" if number(metrics.get("image_size")) else ""
     labels = metrics.get("labels") or {"0": "fake", "1": "real"}
     label_text = ", ".join(f"`{i}` = {name}" for i, name in sorted(labels.items()))
-    size = count(metrics.get("image_size"))
-    at_size = f" at {size}×{size} px" if number(metrics.get("image_size")) else ""
     lines = [f"# {_model_name(metrics, repo_id)}", "",
              f"An image classifier ({kind}) that estimates whether a face image is real or generated/manipulated "
              f"(a \"deepfake\").{origin}{at_size}{'.' if origin else ''} Labels: {label_text}."]

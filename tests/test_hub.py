@@ -237,6 +237,18 @@ def test_ensemble_card_uses_transformers_and_remote_code():
     assert "timm.create_model" not in text
 
 
+
+def test_card_says_how_stacked_ensembles_and_probes_were_made():
+    stacked = {**METRICS, "model": "ensemble", "pretrained": False, "members": ["runs/probe", "runs/efficientnet-lite2/"]}
+    text = model_card(stacked)
+    assert "combines frozen trained members (`probe`, `efficientnet-lite2`)" in text
+    assert "from scratch" not in text
+    probe = {**METRICS, "pretrained": True, "base_model": "facebook/dinov2-small",
+             "members": ["dinov2-vits14 (pretrained, frozen)"], "probe": {"layers": [9, 10, 11]}}
+    text = model_card(probe)
+    assert "over the features of dinov2-vits14 (pretrained, frozen) read at blocks 9, 10, 11" in text
+    assert "fine-tuned" not in text.split("## ")[0]
+
 # ---- push --------------------------------------------------------------------------------------------------
 def test_push_cli_uploads_the_folder_with_a_card(local_hub, hub_repo_id, hub_token, model_folder):
     local_hub.requests.clear()
