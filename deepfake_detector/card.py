@@ -193,6 +193,10 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
     elif metrics.get("members") and not metrics.get("pretrained"):
         names = ", ".join(f"`{os.path.basename(str(m).rstrip('/'))}`" for m in metrics["members"])
         origin = f" It combines frozen trained members ({names}){at_size} with a learned linear layer over their logits"
+        if metrics.get("gates"):
+            gated = ", ".join(f"`{os.path.basename(str(g['member']).rstrip('/'))}`" for g in metrics["gates"])
+            origin += (f", where {gated} also enters multiplied by the probe's probability that the image comes from "
+                       f"the sources it trained on (a gate: it counts where it knows the data)")
         at_size = ""
     elif metrics.get("pretrained"):
         base = metrics.get("base_model")

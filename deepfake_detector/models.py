@@ -112,13 +112,13 @@ def scaled_args(name, width):
 
 
 def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, width=1.0, members=None, combine="logits",
-                 flip_tta=False, drop_rate=None, init_from=None):
+                 flip_tta=False, gate=False, drop_rate=None, init_from=None):
     """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids);
     `init_from` starts a model from a trained folder of the same kind and width instead."""
     if name == ENSEMBLE:
         if pretrained:
             raise DataError("--pretrained does not apply to the ensemble: its members bring their own weights.")
-        return create_ensemble(members or [], combine=combine, flip_tta=flip_tta)
+        return create_ensemble(members or [], combine=combine, flip_tta=flip_tta, gate=gate)
     if name not in MODELS:
         raise DataError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}.")
     if pretrained and width != 1.0:
@@ -214,7 +214,7 @@ def _cache(converted, cached):
     return converted
 
 
-def create_ensemble(member_paths, *, combine="logits", flip_tta=False):
+def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=False):
     if len(member_paths) < 2:
         raise DataError("The ensemble needs --members with at least two trained model folders "
                         "(e.g. --members runs/tuned-cnn runs/xception).")
@@ -228,6 +228,7 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False):
     largest = members[sizes.index(max(sizes))][2]  # the first of the largest: its input is passed on unchanged
     config = DeepfakeEnsembleConfig(
         members=[spec for _, spec, _ in members], combine=combine, flip_tta=flip_tta,
+        gates=gates_of([spec for _, spec, _ in members], member_paths) if gate else None,
         pretrained_cfg={k: largest[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")},
         id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
     )
@@ -236,6 +237,32 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False):
         slot.load_state_dict(member.state_dict())
     model.model_name = ENSEMBLE
     return model
+
+
+def gates_of(specs, member_paths):
+    """Gate every trained member by the first feature probe: g = the probe's summed probability of the classes of
+    the sources that member trained on (its metrics.json), so the combiner can lean on a member where an image looks
+    like its training data (README, "Shipped models", for what it is worth measured)."""
+    probe = next((i for i, spec in enumerate(specs) if "probe" in spec), None)
+    if probe is None:
+        raise DataError("--gate needs a feature probe among --members (a folder from python -m train.probe): its "
+                        "classes tell which member's training data an image looks like.")
+    classes, gates = specs[probe]["probe"]["classes"], []
+    for i, path in enumerate(member_paths):
+        if i == probe:
+            continue
+        try:
+            with open(cached_file(path, "metrics.json")) as f:
+                sources = set(json.load(f)["data"]["datasets"])
+        except (OSError, ValueError, KeyError):
+            raise DataError(f"--gate: {path} has no metrics.json naming the sources it trained on: pass a folder "
+                            "written by python -m train.") from None
+        mine = [k for k, name in enumerate(classes) if name.rsplit("/", 1)[0] in sources]
+        if not mine:
+            raise DataError(f"--gate: none of the probe's classes come from the sources {path} trained on "
+                            f"({', '.join(sorted(sources))}): gate only members that share the probe's sources.")
+        gates.append({"member": i, "probe": probe, "classes": mine})
+    return gates
 
 
 def load_member(path):

@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -135,6 +136,57 @@ def test_a_stack_over_a_probe_reads_its_cache_and_reloads(runs, tmp_path, capsys
     assert [m["name"] for m in classifier.model.config.members] == ["dinov2-vits14-probe", "tuned-cnn"]
     assert "probe" in classifier.model.config.members[0]
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_gated_stack_weighs_a_member_by_the_probe_s_belief_in_its_sources(runs, tmp_path, flip):
+    data, cache, probe, cnn = runs
+    # a copy of the CNN that says it trained on source "a" only: its gate is the probe's "a" classes
+    narrow = str(tmp_path / "cnn-on-a")
+    shutil.copytree(cnn, narrow)
+    metrics = json.load(open(os.path.join(narrow, "metrics.json")))
+    metrics["data"]["datasets"] = ["a"]
+    json.dump(metrics, open(os.path.join(narrow, "metrics.json"), "w"))
+    output = str(tmp_path / "gated")
+    assert stack_main(["--data", *data, "--model", "ensemble", "--members", probe, narrow, "--splits-from", cnn,
+                       "--gate", *(["--flip-tta"] if flip else []), "--cache-dir", cache, "--batch-size", "8",
+                       "--num-workers", "0", "--output", output]) == 0
+    classifier = _pipeline_matches_predictions(output)  # the stack's combiner inputs are the ones forward() builds
+    model = classifier.model
+    assert model.config.gates == [{"member": 1, "probe": 0, "classes": [0, 1]}]  # a/fake, a/real
+    assert model.combiner.in_features == 2 * 2 + 3
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["gates"] == [{"member": narrow, "probe": probe, "classes": 2}]
+    assert "also enters multiplied by the probe's probability" in model_card(metrics)
+    pixels = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        x_probe, x_cnn = model.member_inputs(pixels)
+        class_p = model.members[0].class_logits(x_probe).softmax(1)
+        g = class_p[:, :2].sum(1, keepdim=True)
+        cnn_logits = model.members[1](x_cnn)
+        expected = model.combiner(torch.cat([model.members[0](x_probe), cnn_logits, g * cnn_logits, g], 1))
+        got = model(pixels).logits
+    if not flip:
+        torch.testing.assert_close(got, expected)
+    assert ((g >= 0) & (g <= 1)).all()
+
+
+def test_gating_without_a_probe_or_without_shared_sources_is_one_clear_line(runs, tmp_path, capsys):
+    data, cache, probe, cnn = runs
+    code = stack_main(["--data", *data, "--model", "ensemble", "--members", cnn, cnn, "--splits-from", cnn, "--gate",
+                       "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "--gate needs a feature probe among --members" in capsys.readouterr().err
+    elsewhere = str(tmp_path / "cnn-elsewhere")
+    shutil.copytree(cnn, elsewhere)
+    metrics = json.load(open(os.path.join(elsewhere, "metrics.json")))
+    metrics["data"]["datasets"] = ["z"]
+    json.dump(metrics, open(os.path.join(elsewhere, "metrics.json"), "w"))
+    code = stack_main(["--data", *data, "--model", "ensemble", "--members", probe, elsewhere, "--splits-from", cnn,
+                       "--gate", "--cache-dir", cache, "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "none of the probe's classes come from the sources" in capsys.readouterr().err
 
 def test_an_ensemble_of_ensembles_is_one_clear_line(runs, tmp_path, capsys):
     data, cache, probe, _ = runs

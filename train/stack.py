@@ -50,6 +50,10 @@ class StackArguments:
     fit_fraction: float = field(default=0.5, metadata={
         "help": "Share of the validation split the combiner is fitted on; the rest calibrates and sets thresholds"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty on the combiner's weights"})
+    gate: bool = field(default=False, metadata={
+        "help": "Gate every trained member by the feature probe among --members: the combiner also reads each "
+                "member's logits times the probe's probability that the image comes from that member's own "
+                "training sources, so a member trained on fewer sources counts where it knows the data"})
     cache_dir: str = field(default=CACHE, metadata={
         "help": "train.cached's activation cache, where a feature probe member's activations are read"})
 
@@ -79,35 +83,49 @@ def fit_split(labels, sources, fraction, seed):
 
 @torch.no_grad()
 def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=None):
-    """[rows, members × 2] logits of every member as the ensemble computes them (flip-averaged with flip_tta:
-    exact, as the combiner is linear), and the labels.
+    """[rows, combiner inputs]: what the ensemble's combiner reads, every member's logits as the ensemble computes
+    them (and with gates, the gated members' logits times g, and g), flip-averaged with flip_tta (exact, as the
+    combiner is linear in its inputs); and the labels.
 
     A feature probe that sees the ensemble's own input unchanged (it is the first of the largest members, so its
     size, resizing and normalisation are the ensemble's) is read from train.cached's activation cache, keyed by
     the rows and its frozen weights: the cache train.probe filled, so its ViT is not run again. Every other
     member runs on the images."""
     config = data_config_of(ensemble)
-    columns, on_images = [None] * len(ensemble.members), []
+    gating = {gate["probe"] for gate in ensemble.config.gates}
+    logits, probs, on_images = [None] * len(ensemble.members), {}, []
     for i, (member, spec) in enumerate(zip(ensemble.members, ensemble.config.members)):
         if isinstance(member, FeatureProbe) and not ensemble.config.flip_tta and _sees_input(spec, config):
             start = member.cache_start
             array = cached_activations(Split(member.backbone, start).eval(), rows, config, cache_dir, name,
                                        train_args.batch_size, train_args.num_workers, reencode)
-            columns[i] = torch.from_numpy(map_cached(lambda tokens: member(tokens, start), array,
-                                                     train_args.batch_size, f"{spec['name']} on {name}"))
+            class_logits = torch.from_numpy(map_cached(lambda tokens: member.class_logits(tokens, start), array,
+                                                       train_args.batch_size, f"{spec['name']} on {name}"))
+            logits[i] = member.collapse(class_logits)
+            if i in gating:
+                probs[i] = class_logits.softmax(1)
         else:
             on_images.append(i)
-    if on_images:
-        parts = []
-        loader = make_loader(ImageDataset(rows, config, reencode_quality=reencode), train_args, shuffle=False)
-        for pixels, _, _ in tqdm(loader, desc=f"members on {name}", leave=False):
-            views = [pixels, pixels.flip(-1)] if ensemble.config.flip_tta else [pixels]
-            per_view = [torch.stack([ensemble.members[i](x) for i, x in enumerate(ensemble.member_inputs(v))
-                                     if i in on_images]) for v in views]
-            parts.append(torch.stack(per_view).mean(0))
-        for k, logits in enumerate(torch.cat(parts, 1)):
-            columns[on_images[k]] = logits
-    return torch.cat(columns, 1), torch.as_tensor(np.asarray(rows["label"]))
+    labels = torch.as_tensor(np.asarray(rows["label"]))
+    if not on_images:
+        return ensemble.combiner_input(logits, probs), labels
+    parts, done = [], 0
+    loader = make_loader(ImageDataset(rows, config, reencode_quality=reencode), train_args, shuffle=False)
+    for pixels, _, _ in tqdm(loader, desc=f"members on {name}", leave=False):
+        batch = slice(done, done + len(pixels))
+        done += len(pixels)
+        inputs = []
+        for view in [pixels, pixels.flip(-1)] if ensemble.config.flip_tta else [pixels]:
+            view_logits = [None if column is None else column[batch] for column in logits]
+            view_probs = {i: p[batch] for i, p in probs.items()}
+            for i, x in enumerate(ensemble.member_inputs(view)):
+                if i in on_images:
+                    view_logits[i], p = ensemble.member_output(i, x)
+                    if p is not None:
+                        view_probs[i] = p
+            inputs.append(ensemble.combiner_input(view_logits, view_probs))
+        parts.append(torch.stack(inputs).mean(0))
+    return torch.cat(parts), labels
 
 
 def _sees_input(spec, config):
@@ -146,7 +164,8 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     set_seed(train_args.seed)
     splits, scrub_report, counts = splits_from_run(stack_args.splits_from, guard=resolve_guard(data_args.guard),
                                                    processes=data_args.preprocess_workers)
-    model = create_model(ENSEMBLE, members=model_args.members, combine="logits", flip_tta=model_args.flip_tta).eval()
+    model = create_model(ENSEMBLE, members=model_args.members, combine="logits", flip_tta=model_args.flip_tta,
+                         gate=stack_args.gate).eval()
     config = data_config_of(model)
     fit, rest = fit_split(np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"]),
                           stack_args.fit_fraction, train_args.seed)

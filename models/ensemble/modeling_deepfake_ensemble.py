@@ -26,10 +26,14 @@ from transformers.models.timm_wrapper.image_processing_timm_wrapper import TimmW
 class DeepfakeEnsembleConfig(PretrainedConfig):
     model_type = "deepfake_ensemble"
 
-    def __init__(self, members=None, combine="logits", pretrained_cfg=None, flip_tta=False, **kwargs):
+    def __init__(self, members=None, combine="logits", pretrained_cfg=None, flip_tta=False, gates=None, **kwargs):
         # members: [{"name", "architecture", "model_args", "data_config": {input_size, mean, std, ...}}], a feature
         # probe's with "probe": {"layers", "classes" (names), "class_labels" (each class's label: 0 fake, 1 real)}
         self.members = members or []
+        # gates: [{"member": i, "probe": j, "classes": [k, ...]}]: g = feature probe j's summed probability of its
+        # classes k (the sources member i trained on); member i's logits times g, and g, are combiner inputs too,
+        # so the combiner can trust member i where the image looks like what it learned from, and not elsewhere
+        self.gates = gates or []
         self.combine = combine  # "logits": linear layer over the members' logits; "features": over pooled features
         self.flip_tta = flip_tta  # average the logits of the image and its mirror image (test-time augmentation)
         self.pretrained_cfg = pretrained_cfg or {}  # the ensemble's own preprocessing, read by the image processor
@@ -79,8 +83,12 @@ class FeatureProbe(nn.Module):
         return torch.stack([class_logits[:, [i for i, c in enumerate(self.class_labels) if c == label]].logsumexp(1)
                             for label in range(max(self.class_labels) + 1)], 1)
 
+    def class_logits(self, x, start=0):
+        """[B, classes]: the head's logits, one per (source, label) class."""
+        return self.head(self.features(x, start))
+
     def forward(self, x, start=0):
-        return self.collapse(self.head(self.features(x, start)))
+        return self.collapse(self.class_logits(x, start))
 
 
 def build_member(spec, num_labels):
@@ -109,7 +117,7 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
                 raise ValueError("combine='features' needs timm members: a feature probe gives its logits only.")
             width = sum(member.num_features for member in self.members)
         else:
-            width = config.num_labels * len(self.members)
+            width = config.num_labels * len(self.members) + (config.num_labels + 1) * len(config.gates)
         self.combiner = nn.Linear(width, config.num_labels)
         self.post_init()
 
@@ -119,7 +127,8 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
         if module is getattr(self, "combiner", None) and self.config.combine == "logits":
             n, k = len(self.members), self.config.num_labels
             with torch.no_grad():
-                module.weight.copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
+                module.weight.zero_()  # gate inputs start at 0: the fit decides what they are worth
+                module.weight[:, :n * k].copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
                 module.bias.zero_()
 
     def member_inputs(self, pixel_values):
@@ -134,19 +143,36 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
                 raw, size=size, mode="bilinear", align_corners=False, antialias=True)
             yield (x - x.new_tensor(cfg["mean"]).view(1, -1, 1, 1)) / x.new_tensor(cfg["std"]).view(1, -1, 1, 1)
 
+    def member_output(self, i, x):
+        """Member i's logits on its input, and its class probabilities where it is a feature probe that gates."""
+        member = self.members[i]
+        if any(gate["probe"] == i for gate in self.config.gates):
+            class_logits = member.class_logits(x)
+            return member.collapse(class_logits), class_logits.softmax(1)
+        return member(x), None
+
+    def combiner_input(self, member_logits, probe_probabilities):
+        """[B, combiner inputs]: every member's logits, then per gate the gated member's logits times g, and g."""
+        columns = list(member_logits)
+        for gate in self.config.gates:
+            g = probe_probabilities[gate["probe"]][:, gate["classes"]].sum(1, keepdim=True)
+            columns += [g * member_logits[gate["member"]], g]
+        return torch.cat(columns, dim=1)
+
     def forward(self, pixel_values, labels=None, return_dict=None, **kwargs):
         n = pixel_values.shape[0]
         if self.config.flip_tta:
             # One pass over a batch of 2n: the images, then their mirror images. Faces are left-right symmetric
             # in what matters here, so averaging the two is a cheap, label-preserving ensemble of its own.
             pixel_values = torch.cat([pixel_values, pixel_values.flip(-1)])
-        parts = []
-        for member, x in zip(self.members, self.member_inputs(pixel_values)):
-            if self.config.combine == "features":
-                parts.append(member.forward_head(member.forward_features(x), pre_logits=True))
-            else:
-                parts.append(member(x))
-        logits = self.combiner(torch.cat(parts, dim=1))
+        if self.config.combine == "features":
+            inputs = torch.cat([member.forward_head(member.forward_features(x), pre_logits=True)
+                                for member, x in zip(self.members, self.member_inputs(pixel_values))], dim=1)
+        else:
+            outputs = [self.member_output(i, x) for i, x in enumerate(self.member_inputs(pixel_values))]
+            inputs = self.combiner_input([logits for logits, _ in outputs],
+                                         {i: probs for i, (_, probs) in enumerate(outputs) if probs is not None})
+        logits = self.combiner(inputs)
         if self.config.flip_tta:
             logits = (logits[:n] + logits[n:]) / 2
         loss = F.cross_entropy(logits, labels) if labels is not None else None
