@@ -195,8 +195,9 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
         origin = f" It combines frozen trained members ({names}){at_size} with a learned linear layer over their logits"
         if metrics.get("gates"):
             gated = ", ".join(f"`{os.path.basename(str(g['member']).rstrip('/'))}`" for g in metrics["gates"])
-            origin += (f", where {gated} also enters multiplied by the probe's probability that the image comes from "
-                       f"the sources it trained on (a gate: it counts where it knows the data)")
+            origin += (f", and over the same logits multiplied by the probe's probability that the image comes from "
+                       f"the sources {gated} trained on (a gate: one combination where that member knows the data, "
+                       f"another elsewhere)")
         at_size = ""
     elif metrics.get("pretrained"):
         base = metrics.get("base_model")

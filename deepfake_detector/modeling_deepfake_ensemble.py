@@ -31,8 +31,9 @@ class DeepfakeEnsembleConfig(PretrainedConfig):
         # probe's with "probe": {"layers", "classes" (names), "class_labels" (each class's label: 0 fake, 1 real)}
         self.members = members or []
         # gates: [{"member": i, "probe": j, "classes": [k, ...]}]: g = feature probe j's summed probability of its
-        # classes k (the sources member i trained on); member i's logits times g, and g, are combiner inputs too,
-        # so the combiner can trust member i where the image looks like what it learned from, and not elsewhere
+        # classes k (the sources member i trained on); every member's logits times g, and g, are combiner inputs
+        # too: in effect one combination where the image looks like what member i learned from, another elsewhere,
+        # blended by g
         self.gates = gates or []
         self.combine = combine  # "logits": linear layer over the members' logits; "features": over pooled features
         self.flip_tta = flip_tta  # average the logits of the image and its mirror image (test-time augmentation)
@@ -117,7 +118,7 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
                 raise ValueError("combine='features' needs timm members: a feature probe gives its logits only.")
             width = sum(member.num_features for member in self.members)
         else:
-            width = config.num_labels * len(self.members) + (config.num_labels + 1) * len(config.gates)
+            width = (config.num_labels * len(self.members) + 1) * (1 + len(config.gates)) - 1
         self.combiner = nn.Linear(width, config.num_labels)
         self.post_init()
 
@@ -152,11 +153,12 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
         return member(x), None
 
     def combiner_input(self, member_logits, probe_probabilities):
-        """[B, combiner inputs]: every member's logits, then per gate the gated member's logits times g, and g."""
-        columns = list(member_logits)
+        """[B, combiner inputs]: every member's logits, then per gate those logits times g, and g."""
+        logits = torch.cat(list(member_logits), dim=1)
+        columns = [logits]
         for gate in self.config.gates:
             g = probe_probabilities[gate["probe"]][:, gate["classes"]].sum(1, keepdim=True)
-            columns += [g * member_logits[gate["member"]], g]
+            columns += [g * logits, g]
         return torch.cat(columns, dim=1)
 
     def forward(self, pixel_values, labels=None, return_dict=None, **kwargs):

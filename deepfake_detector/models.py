@@ -241,8 +241,8 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=Fals
 
 def gates_of(specs, member_paths):
     """Gate every trained member by the first feature probe: g = the probe's summed probability of the classes of
-    the sources that member trained on (its metrics.json), so the combiner can lean on a member where an image looks
-    like its training data (README, "Shipped models", for what it is worth measured)."""
+    the sources that member trained on (its metrics.json), so the combiner can weigh the members one way where an
+    image looks like that member's training data and another way elsewhere (README, "Gates")."""
     probe = next((i for i, spec in enumerate(specs) if "probe" in spec), None)
     if probe is None:
         raise DataError("--gate needs a feature probe among --members (a folder from python -m train.probe): its "

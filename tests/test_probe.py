@@ -155,17 +155,18 @@ def test_a_gated_stack_weighs_a_member_by_the_probe_s_belief_in_its_sources(runs
     classifier = _pipeline_matches_predictions(output)  # the stack's combiner inputs are the ones forward() builds
     model = classifier.model
     assert model.config.gates == [{"member": 1, "probe": 0, "classes": [0, 1]}]  # a/fake, a/real
-    assert model.combiner.in_features == 2 * 2 + 3
+    assert model.combiner.in_features == 2 * 2 + 2 * 2 + 1
     metrics = json.load(open(os.path.join(output, "metrics.json")))
     assert metrics["gates"] == [{"member": narrow, "probe": probe, "classes": 2}]
-    assert "also enters multiplied by the probe's probability" in model_card(metrics)
+    assert "multiplied by the probe's probability that the image comes from the sources `cnn-on-a`" in model_card(metrics)
     pixels = torch.randn(3, 3, 28, 28)
     with torch.no_grad():
         x_probe, x_cnn = model.member_inputs(pixels)
         class_p = model.members[0].class_logits(x_probe).softmax(1)
         g = class_p[:, :2].sum(1, keepdim=True)
         cnn_logits = model.members[1](x_cnn)
-        expected = model.combiner(torch.cat([model.members[0](x_probe), cnn_logits, g * cnn_logits, g], 1))
+        logits = torch.cat([model.members[0](x_probe), cnn_logits], 1)
+        expected = model.combiner(torch.cat([logits, g * logits, g], 1))
         got = model(pixels).logits
     if not flip:
         torch.testing.assert_close(got, expected)

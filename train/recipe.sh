@@ -54,14 +54,15 @@ MODULE=train.stack run ensemble --model ensemble --members "$OUT/dinov2-vits14-p
 # (--splits-from) so the test split still holds the same rows, and the pool's sources split here with at most 500
 # validation and 500 test images of each source and class (--max-eval-per-source: the rest of UTKFace's 22k
 # trains). The activation cache already holds the six sets' rows, so only the pool's images run through the ViT.
-# Then the ensemble over this probe and Lite2, on the probe's splits.
+# Then the ensemble over this probe and Lite2, on the probe's splits, Lite2 gated by the probe (--gate: Lite2 trained
+# on the six sets only, so the combiner weighs it by the probe's belief that a face comes from them).
 if [ -n "${POOL:-}" ]; then
     MODULE=train.probe run dinov2-vits14-probe-pool --model dinov2-vits14 --pretrained --pool "$POOL" \
         --max-eval-per-source 500 --preprocess-workers "$(nproc)" --splits-from "$OUT/efficientnet-lite2" \
         --layers 9 10 11 --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16
     MODULE=train.stack run ensemble-pool --model ensemble --pool "$POOL" --members "$OUT/dinov2-vits14-probe-pool" \
         "$OUT/efficientnet-lite2" --splits-from "$OUT/dinov2-vits14-probe-pool" --preprocess-workers "$(nproc)" \
-        --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16
+        --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16 --gate
 fi
 # The comparison models, last: the app defaults to the ensemble above.
 run tuned-cnn --model tuned-cnn --image-size 128 --epochs 6 --patience 3 --num-workers 2

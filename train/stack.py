@@ -51,9 +51,9 @@ class StackArguments:
         "help": "Share of the validation split the combiner is fitted on; the rest calibrates and sets thresholds"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty on the combiner's weights"})
     gate: bool = field(default=False, metadata={
-        "help": "Gate every trained member by the feature probe among --members: the combiner also reads each "
-                "member's logits times the probe's probability that the image comes from that member's own "
-                "training sources, so a member trained on fewer sources counts where it knows the data"})
+        "help": "Gate every trained member by the feature probe among --members: the combiner also reads all "
+                "members' logits times g, the probe's probability that the image comes from that member's own "
+                "training sources, and g: one combination where the member knows the data, another elsewhere"})
     cache_dir: str = field(default=CACHE, metadata={
         "help": "train.cached's activation cache, where a feature probe member's activations are read"})
 
