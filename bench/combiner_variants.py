@@ -18,18 +18,16 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from deepfake_detector.models import ENSEMBLE, create_model
+from train import evaluate as ev
+from train.data import splits_from_run
+from train.stack import fit_combiner, fit_split, member_logits
 
-from deepfake_detector.models import ENSEMBLE, create_model  # noqa: E402
-from train import evaluate as ev  # noqa: E402
-from train.data import splits_from_run  # noqa: E402
-from train.stack import fit_combiner, fit_split, member_logits  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def scored(members, splits_from, batch_size):
