@@ -81,7 +81,6 @@ def main():
     print(f"{'variant':64s} {'all':>13s} {'own sources':>13s} {'elsewhere':>13s} {'uncertain':>9s} {'right':>6s}  "
           + " ".join(f"{s[:10]:>10s}" for s in home))
     for name, cols, rows in variants:
-        torch.manual_seed(0)
         combiner = torch.nn.Linear(len(cols), 2)
         torch.nn.init.zeros_(combiner.weight)
         torch.nn.init.zeros_(combiner.bias)

@@ -191,10 +191,13 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
                   f"nothing in the backbone was trained")
         at_size = ""  # said inside the sentence
     elif metrics.get("members") and not metrics.get("pretrained"):
-        names = ", ".join(f"`{os.path.basename(str(m).rstrip('/'))}`" for m in metrics["members"])
+        def folder(path):
+            return f"`{os.path.basename(str(path).rstrip('/'))}`"
+
+        names = ", ".join(folder(m) for m in metrics["members"])
         origin = f" It combines frozen trained members ({names}){at_size} with a learned linear layer over their logits"
         if metrics.get("gates"):
-            gated = ", ".join(f"`{os.path.basename(str(g['member']).rstrip('/'))}`" for g in metrics["gates"])
+            gated = ", ".join(folder(g["member"]) for g in metrics["gates"])
             origin += (f", and over the same logits multiplied by the probe's probability that the image comes from "
                        f"the sources {gated} trained on (a gate: one combination where that member knows the data, "
                        f"another elsewhere)")

@@ -92,7 +92,6 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=No
     the rows and its frozen weights: the cache train.probe filled, so its ViT is not run again. Every other
     member runs on the images."""
     config = data_config_of(ensemble)
-    gating = {gate["probe"] for gate in ensemble.config.gates}
     logits, probs, on_images = [None] * len(ensemble.members), {}, []
     for i, (member, spec) in enumerate(zip(ensemble.members, ensemble.config.members)):
         if isinstance(member, FeatureProbe) and not ensemble.config.flip_tta and _sees_input(spec, config):
@@ -101,9 +100,7 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=No
                                        train_args.batch_size, train_args.num_workers, reencode)
             class_logits = torch.from_numpy(map_cached(lambda tokens: member.class_logits(tokens, start), array,
                                                        train_args.batch_size, f"{spec['name']} on {name}"))
-            logits[i] = member.collapse(class_logits)
-            if i in gating:
-                probs[i] = class_logits.softmax(1)
+            logits[i], probs[i] = member.collapse(class_logits), class_logits.softmax(1)  # gates read probs
         else:
             on_images.append(i)
     labels = torch.as_tensor(np.asarray(rows["label"]))
