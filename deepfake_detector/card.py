@@ -178,6 +178,9 @@ WEIGHT_ORIGINS = {
 }
 
 
+POOLED = {"cls": "the CLS token", "mean": "the patch tokens' mean", "std": "the patch tokens' standard deviation"}
+
+
 # ---- sections --------------------------------------------------------------------------------------------
 def _summary(metrics: dict, repo_id: str | None) -> str:
     arch = metrics.get("architecture") or metrics.get("model")
@@ -187,7 +190,8 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
     if metrics.get("probe"):
         backbone = (metrics.get("members") or ["a pretrained backbone"])[0]
         origin = (f" It is a logistic regression (one class per source and label, fakes summed) over the features "
-                  f"of {backbone} read at blocks {', '.join(map(str, metrics['probe'].get('layers', [])))}{at_size}; "
+                  f"of {backbone} read at blocks {', '.join(map(str, metrics['probe'].get('layers', [])))}{at_size} "
+                  f"({', '.join(POOLED[p] for p in metrics['probe'].get('pooling', ['cls', 'mean']))}); "
                   f"nothing in the backbone was trained")
         at_size = ""  # said inside the sentence
     elif metrics.get("members") and not metrics.get("pretrained"):

@@ -127,11 +127,17 @@ def members(classifier):
     if hasattr(model, "timm_model"):
         return [(None, model.timm_model)]
     if hasattr(model, "members"):
-        names = []
-        for i, spec in enumerate(model.config.members):
+        names, modules = [], []
+        for i, (spec, member) in enumerate(zip(model.config.members, model.members)):
             name = spec.get("name") or spec.get("architecture") or f"member {i}"
-            names.append(name if name not in names else f"{name} #{i + 1}")
-        return [(name, getattr(member, "backbone", member)) for name, member in zip(names, model.members)]
+            name = name if name not in names else f"{name} #{i + 1}"
+            module = getattr(member, "backbone", member)
+            if module in modules:  # probes sharing one backbone: one module, one entry, both names
+                names[modules.index(module)] += f" + {name}"
+                continue
+            names.append(name)
+            modules.append(module)
+        return list(zip(names, modules))
     raise ValueError(f"{type(model).__name__} is neither a timm model nor the ensemble: nothing to explain.")
 
 
@@ -470,8 +476,14 @@ def grad_cam_map(classifier, image, *, member=None):
 
 def _cam_stage(classifier, member_name, module):
     """(name, module) whose output Grad-CAM weighs: the last stage; for a ViT pooled on its CLS token the block
-    before the last, as the last block's patch tokens never reach the head (their gradient is zero)."""
+    before the last, as the last block's patch tokens never reach the head (their gradient is zero); for a
+    feature probe's ViT the block before the first block it (or a probe sharing it) reads, so every block read
+    is downstream of the map."""
     stages = list(_member_stages(classifier, member_name).items())
+    read = [layer for member in getattr(classifier.model, "members", [])
+            if getattr(member, "backbone", None) is module and hasattr(member, "layers") for layer in member.layers]
+    if read and min(read) > 0:
+        return stages[min(min(read) - 1, len(stages) - 1)]
     is_vit = hasattr(module, "cls_token") and getattr(module, "global_pool", None) == "token"
     return stages[-2] if is_vit and len(stages) > 1 else stages[-1]
 

@@ -226,6 +226,7 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=Fals
                         "retrain them with one --crop-pct to combine them.")
     sizes = [cfg["input_size"][-1] for _, _, cfg in members]
     largest = members[sizes.index(max(sizes))][2]  # the first of the largest: its input is passed on unchanged
+    share_backbones(members)
     config = DeepfakeEnsembleConfig(
         members=[spec for _, spec, _ in members], combine=combine, flip_tta=flip_tta,
         gates=gates_of([spec for _, spec, _ in members], member_paths) if gate else None,
@@ -233,10 +234,33 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=Fals
         id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
     )
     model = DeepfakeEnsembleForImageClassification(config)
-    for slot, (member, _, _) in zip(model.members, members):
-        slot.load_state_dict(member.state_dict())
+    for slot, (member, spec, _) in zip(model.members, members):
+        state = member.state_dict()
+        if "backbone_of" in spec.get("probe", {}):  # the shared backbone is loaded once, with its owner
+            state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+        slot.load_state_dict(state)
     model.model_name = ENSEMBLE
     return model
+
+
+def share_backbones(members):
+    """Mark each feature probe whose frozen backbone equals an earlier probe's (same weights, same input) with
+    "backbone_of": the ensemble then stores that backbone once and runs it once for both (each probe reads its own
+    blocks of the one pass): a second probe over other blocks costs its head, not another ViT."""
+    probes = []
+    for i, (member, spec, _) in enumerate(members):
+        if "probe" not in spec:
+            continue
+        state = member.backbone.state_dict()
+        for j in probes:
+            other, other_spec, _ = members[j]
+            if (spec["architecture"], spec["model_args"], spec["data_config"]) == (
+                    other_spec["architecture"], other_spec["model_args"], other_spec["data_config"]) and all(
+                    torch.equal(v, w) for v, w in zip(state.values(), other.backbone.state_dict().values())):
+                spec["probe"] = {**spec["probe"], "backbone_of": j}
+                break
+        else:
+            probes.append(i)
 
 
 def gates_of(specs, member_paths):

@@ -30,10 +30,11 @@ from train.stack import main as stack_main
 TINY = ["--model", "dinov2-vits14", "--image-size", "28", "--batch-size", "8", "--num-workers", "0"]
 
 
-def _probe(layers, class_labels=(0, 1)):
+def _probe(layers, class_labels=(0, 1), pooling=("cls", "mean")):
     torch.manual_seed(0)
     vit = create_model("dinov2-vits14", image_size=28)
-    probe = FeatureProbe(vit.pretrained_cfg["architecture"], vit.model_args, layers, list(class_labels)).eval()
+    probe = FeatureProbe(vit.pretrained_cfg["architecture"], vit.model_args, layers, list(class_labels),
+                         pooling).eval()
     probe.backbone.load_state_dict({k: v for k, v in vit.state_dict().items() if not k.startswith("head.")})
     return probe
 
@@ -65,6 +66,26 @@ def test_features_from_cached_tokens_are_the_features_from_pixels(layers):
     torch.testing.assert_close(expected[:, -768:-384], last[:, 0])
 
 
+def test_pooling_with_std_adds_the_patch_tokens_spread_per_block_read():
+    probe = _probe([4, 11], pooling=["std", "cls", "mean"])
+    assert probe.pooling == ["cls", "mean", "std"]  # one order, whatever order they came in
+    pixels = torch.randn(2, 3, 28, 28)
+    vit = probe.backbone
+    with torch.no_grad():
+        features = probe.features(pixels)
+        x = vit.norm_pre(vit._pos_embed(vit.patch_embed(pixels)))
+        block4 = vit.blocks[:5](x)
+        start = probe.cache_start
+        cached = probe.features(Split(vit, start).prefix(pixels), start)
+    assert features.shape == (2, 3 * 384 * 2) and probe.head.in_features == 3 * 384 * 2
+    torch.testing.assert_close(features[:, :384], block4[:, 0])
+    torch.testing.assert_close(features[:, 384:768], block4[:, 1:].mean(1))
+    torch.testing.assert_close(features[:, 768:1152], block4[:, 1:].std(1))
+    torch.testing.assert_close(cached, features)
+    with pytest.raises(ValueError, match="pooling takes some of cls, mean, std, not max"):
+        _probe([11], pooling=["max"])
+
+
 def test_classes_are_one_per_source_and_label_or_plain_labels():
     rows = {"label": [0, 1, 0, 1], "source": ["b", "b", "a", "a"]}
     names, classes, class_labels = class_names(rows, "source")
@@ -86,6 +107,16 @@ def runs(tmp_path_factory):
     assert main(["--data", *data, *TINY, "--layers", "9", "11", "--splits-from", cnn, "--cache-dir", cache,
                  "--robustness", "jpeg_q75", "--output", probe]) == 0
     return data, cache, probe, cnn
+
+
+@pytest.fixture(scope="module")
+def middle(runs):
+    """A second probe on the same frozen ViT, read at middle blocks with the patch tokens' spread too."""
+    data, cache, probe, cnn = runs
+    output = os.path.join(os.path.dirname(probe), "dinov2-probe-middle")
+    assert main(["--data", *data, *TINY, "--layers", "4", "6", "--pooling", "cls", "mean", "std", "--splits-from", cnn,
+                 "--cache-dir", cache, "--robustness", "jpeg_q75", "--output", output]) == 0
+    return output
 
 
 def _pipeline_matches_predictions(folder):
@@ -173,6 +204,52 @@ def test_a_gated_stack_weighs_a_member_by_the_probe_s_belief_in_its_sources(runs
     assert ((g >= 0) & (g <= 1)).all()
 
 
+@pytest.mark.slow
+def test_probes_on_one_backbone_share_it_in_the_stack_stored_once_and_run_once(runs, middle, tmp_path):
+    data, cache, probe, cnn = runs
+    metrics = json.load(open(os.path.join(middle, "metrics.json")))
+    assert metrics["probe"]["pooling"] == ["cls", "mean", "std"]
+    assert "read at blocks 4, 6 at 28×28 px (the CLS token, the patch tokens' mean, the patch tokens' standard " \
+           "deviation)" in model_card(metrics)
+    _pipeline_matches_predictions(middle)
+    output = str(tmp_path / "shared")
+    assert stack_main(["--data", *data, "--model", "ensemble", "--members", probe, middle, cnn, "--splits-from", cnn,
+                       "--gate", "--cache-dir", cache, "--batch-size", "8", "--num-workers", "0", "--output",
+                       output]) == 0
+    # the stack read both probes from their caches; the folder's forward() (one pass through the shared ViT)
+    # gives the same predictions
+    classifier = _pipeline_matches_predictions(output)
+    model = classifier.model
+    assert model.config.members[1]["probe"]["backbone_of"] == 0 and "backbone_of" not in model.config.members[0]["probe"]
+    from safetensors import safe_open
+    with safe_open(os.path.join(output, "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("members.0.backbone.") for k in keys)
+    assert not any(k.startswith("members.1.backbone.") for k in keys) and "members.1.head.weight" in keys
+    assert model.members[1].backbone is model.members[0].backbone
+    # each probe alone (its own pass) gives what the shared pass gives
+    separate = [FeatureProbe(spec["architecture"], spec["model_args"], spec["probe"]["layers"],
+                             spec["probe"]["class_labels"], spec["probe"].get("pooling", ["cls", "mean"])).eval()
+                for spec in model.config.members[:2]]
+    for alone, member in zip(separate, model.members):
+        alone.backbone.load_state_dict(model.members[0].backbone.state_dict())
+        alone.head.load_state_dict(member.head.state_dict())
+    pixels = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        inputs = list(model.member_inputs(pixels))
+        shared = model.member_outputs(pixels)
+        for i, alone in enumerate(separate):
+            torch.testing.assert_close(shared[i][0], alone(inputs[i]))
+    assert [g["member"] for g in model.config.gates] == [1, 2]
+    # Grad-CAM and the layer views see the shared ViT once, mapped before the first block either probe reads
+    assert [name for name, _ in explain.members(classifier)] == [
+        "dinov2-vits14-probe + dinov2-vits14-probe #2", "tuned-cnn"]
+    image = load_image(os.path.join(data[0], "fake", "fake_000.jpg"))
+    cam, info = explain.grad_cam_map(classifier, image)
+    assert np.isfinite(cam).all() and len(info["layers"]) == 2
+    assert info["layers"][0] == "dinov2-vits14-probe + dinov2-vits14-probe #2 · stage 4 (384 ch, 1/14)"  # blocks.3
+
+
 def test_gating_without_a_probe_or_without_shared_sources_is_one_clear_line(runs, tmp_path, capsys):
     data, cache, probe, cnn = runs
     code = stack_main(["--data", *data, "--model", "ensemble", "--members", cnn, cnn, "--splits-from", cnn, "--gate",
@@ -217,6 +294,10 @@ def test_a_probe_of_a_cnn_is_one_clear_line(tmp_path, capsys):
     code = main(["--data", *data, "--model", "tuned-cnn", "--output", str(tmp_path / "o")])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("train.probe: error: python -m train.probe reads a ViT")
+    code = main(["--data", *data, *TINY, "--pooling", "cls", "max", "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "train.probe: error: --pooling takes some of cls, mean, std, not max."
 
 
 @pytest.mark.slow
@@ -247,3 +328,23 @@ def test_a_probe_over_more_sources_keeps_the_old_run_s_splits_and_computes_only_
         assert re.search(rf"{name}: features of {len(new[name]['file']) - copied[name]} images in \d+ s "
                          rf"\({copied[name]} copied from earlier caches\)", out)
     _pipeline_matches_predictions(output)  # copied features give the figures the shipped folder gives
+
+
+@pytest.mark.slow
+def test_a_probe_on_some_of_a_run_s_sources_keeps_their_rows_in_that_run_s_splits(runs, tmp_path, capsys):
+    # A specialist (here on source "a" alone) trained --splits-from a wider run: its rows are that run's rows of
+    # "a", split as they were there, so no row the wider models are tested on is in its train split.
+    data, cache, _, cnn = runs
+    output = str(tmp_path / "on-a")
+    capsys.readouterr()
+    assert main(["--data", data[0], *TINY, "--layers", "9", "11", "--splits-from", cnn, "--cache-dir", cache,
+                 "--robustness", "jpeg_q75", "--output", output]) == 0
+    out = capsys.readouterr().out
+    assert "only the --data sources' rows are kept (1 of its sources left out: b)" in out
+    old = json.load(open(os.path.join(cnn, "splits.json")))["rows"]
+    new = json.load(open(os.path.join(output, "splits.json")))["rows"]
+    for name in ("train", "validation", "test"):
+        assert new[name]["file"] == [f for f, s in zip(old[name]["file"], old[name]["source"]) if s == "a"]
+        n = len(new[name]["file"])
+        assert f"cache {name}: {n} of {n} images copied from earlier caches" in out  # nothing ran through the ViT
+    assert json.load(open(os.path.join(output, "metrics.json")))["probe"]["classes"] == ["a/fake", "a/real"]

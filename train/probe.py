@@ -4,7 +4,7 @@
         --splits-from models/efficientnet-lite2 --layers 9 10 11 --output runs/dinov2-probe
 
 Nothing in the ViT trains. Each image's CLS and mean patch token after each of `--layers` (the last block's
-after the final norm) is its feature vector; a multinomial logistic regression over them (standardised, L2,
+after the final norm; with `--pooling cls mean std` the patch tokens' standard deviation too) is its feature vector; a multinomial logistic regression over them (standardised, L2,
 sources weighed by --balance-sources) learns one class per source and label ("faces140k/fake", "sd-people/real",
 …), and P(fake) is the summed probability of the fake classes (modeling_deepfake_ensemble.FeatureProbe).
 
@@ -41,6 +41,7 @@ from deepfake_detector.layout import write_json
 from deepfake_detector.modeling_deepfake_ensemble import (
     DeepfakeEnsembleConfig,
     DeepfakeEnsembleForImageClassification,
+    POOLINGS,
     FeatureProbe,
 )
 from deepfake_detector.models import VIT_ARCHITECTURES, create_model, data_config_of
@@ -58,6 +59,9 @@ class ProbeArguments(CachedRunArguments):
     layers: list[int] = field(default_factory=lambda: [9, 10, 11], metadata={
         "help": "Blocks (0-based) whose CLS and mean patch tokens make the features; the last block is read "
                 "after the final norm"})
+    pooling: list[str] = field(default_factory=lambda: ["cls", "mean"], metadata={
+        "help": "What each read block gives: some of cls (the CLS token), mean (the patch tokens' mean), std (their "
+                "standard deviation; helps on GAN faces at middle blocks)"})
     classes: str = field(default="source", metadata={
         "help": "The head's classes: 'source' (one per source and label, the fakes' probabilities summed) or "
                 "'label' (plain fake/real)"})
@@ -102,7 +106,8 @@ def cached_features(probe, array, batch_size, name):
     refit of the head (other classes, weights, C) then costs seconds, not a pass through the last blocks. Rows an
     earlier cache holds features of (same frozen model, same layers) are copied, as the activations are."""
     folder = os.path.dirname(array.filename)
-    file = f"features-{'-'.join(map(str, probe.layers))}.npy"
+    pooled = "" if probe.pooling == ["cls", "mean"] else "-" + "-".join(probe.pooling)
+    file = f"features-{'-'.join(map(str, probe.layers))}{pooled}.npy"
     path = os.path.join(folder, file)
     if os.path.isfile(path):
         return np.load(path)
@@ -158,10 +163,11 @@ def fit_head(head, x, names, classes, weights, inverse_l2):
     return regression.n_iter_
 
 
-def probe_of(model, layers, class_labels=(0, 1)):
+def probe_of(model, layers, class_labels=(0, 1), pooling=("cls", "mean")):
     """A FeatureProbe over `model`'s weights reading `layers`, and the model split where the probe's blocks begin:
     the activation cache holds the output of the blocks before them."""
-    probe = FeatureProbe(model.pretrained_cfg["architecture"], model.model_args, layers, list(class_labels)).eval()
+    probe = FeatureProbe(model.pretrained_cfg["architecture"], model.model_args, layers, list(class_labels),
+                         pooling).eval()
     probe.backbone.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")})
     return probe, Split(model, probe.cache_start).eval()
 
@@ -169,6 +175,9 @@ def probe_of(model, layers, class_labels=(0, 1)):
 def run(data_args, model_args, train_args, probe_args, command=""):
     if probe_args.classes not in CLASS_SCHEMES:
         raise DataError(f"--classes takes {' or '.join(CLASS_SCHEMES)}, not {probe_args.classes!r}.")
+    unknown = sorted(set(probe_args.pooling) - set(POOLINGS))
+    if unknown or not probe_args.pooling:
+        raise DataError(f"--pooling takes some of {', '.join(POOLINGS)}, not {', '.join(unknown) or 'none'}.")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     work, final = output_paths(train_args.output)
     run_config = {**as_dict(data_args, model_args, train_args, probe_args), "command": command}
@@ -186,7 +195,7 @@ def run(data_args, model_args, train_args, probe_args, command=""):
         raise DataError(f"--layers takes block numbers from 0 to {len(model.blocks) - 1}.")
     config = data_config_of(model)
     names, classes, class_labels = class_names(splits["train"], probe_args.classes)
-    probe, split_model = probe_of(model, layers, class_labels)
+    probe, split_model = probe_of(model, layers, class_labels, probe_args.pooling)
 
     began = time.time()
     features = {}
@@ -205,7 +214,8 @@ def run(data_args, model_args, train_args, probe_args, command=""):
         members=[{"name": f"{model_args.model}-probe", "source": f"{model_args.model} (pretrained, frozen)",
                   "architecture": architecture, "model_args": dict(model.model_args),
                   "data_config": {k: config[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct")},
-                  "probe": {"layers": layers, "classes": classes, "class_labels": class_labels}}],
+                  "probe": {"layers": layers, "classes": classes, "class_labels": class_labels,
+                            "pooling": probe.pooling}}],
         combine="logits", pretrained_cfg={k: config[k] for k in ("input_size", "interpolation", "crop_pct",
                                                                   "crop_mode", "mean", "std")},
         id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
@@ -242,7 +252,8 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     image_loaders = {name: make_loader(ds, train_args, shuffle=False) for name, ds in datasets.items()}
     return finish(detector, accelerator, datasets, image_loaders, splits, state, run_config, scrub_report, counts,
                   work, final, train_args, precomputed=precomputed,
-                  describe={"model": detector.model_name, "probe": {"layers": layers, "classes": classes,
+                  describe={"model": detector.model_name, "probe": {"layers": layers, "pooling": probe.pooling,
+                                                                    "classes": classes,
                                                                     "inverse_l2": probe_args.inverse_l2}})
 
 
