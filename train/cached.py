@@ -243,7 +243,8 @@ def cached_activations(split_model, rows, config, cache_dir, name, batch_size, n
 
 
 def load_splits(cache_args, data_args, train_args, accelerator):
-    """(splits, scrub report, counts): those of the run --splits-from names, else --data scrubbed and split.
+    """(splits, scrub report, counts): those of the run --splits-from names (the rows of its sources among --data),
+    else --data scrubbed and split.
 
     With both, the run's rows keep their splits and the --data sources that run did not have are scrubbed, cropped
     and split as usual and added: a model trained on a larger pool is then tested on the same rows as the smaller
@@ -252,6 +253,14 @@ def load_splits(cache_args, data_args, train_args, accelerator):
         return prepare_data(data_args, train_args, accelerator)
     splits, report, counts = splits_from_run(cache_args.splits_from, guard=resolve_guard(data_args.guard),
                                               processes=data_args.preprocess_workers)
+    wanted = {source_name(source) for source in data_args.data}
+    dropped = sorted({s for part in splits.values() for s in set(part["source"])} - wanted)
+    if dropped:  # a specialist on some of the run's sources: their rows, in the run's splits
+        accelerator.print(f"--splits-from {cache_args.splits_from}: only the --data sources' rows are kept "
+                          f"({len(dropped)} of its sources left out: {', '.join(dropped)})")
+        splits = datasets.DatasetDict({name: part.select([i for i, s in enumerate(part["source"]) if s in wanted])
+                                       for name, part in splits.items()})
+        counts = split_counts(splits)
     had = {s for part in splits.values() for s in set(part["source"])}
     new = [source for source in data_args.data if source_name(source) not in had]
     if not new:

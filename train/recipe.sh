@@ -49,19 +49,34 @@ MODULE=train.probe run dinov2-vits14-probe --model dinov2-vits14 --pretrained --
 MODULE=train.stack run ensemble --model ensemble --members "$OUT/dinov2-vits14-probe" "$OUT/efficientnet-lite2" \
     --splits-from "$OUT/efficientnet-lite2" --batch-size 32 --num-workers 1 --robustness jpeg_q75 downscale_64 \
     --save-dtype float16
+# A second probe on the same frozen ViT, read at middle blocks 3, 5 and 7 with the patch tokens' standard deviation
+# too: where StyleGAN faces differ from FFHQ's (bench/probe_layers.py: on the faces140k group 0.886 / AUC 0.951
+# against 0.818 / 0.900 at blocks 9-11). Blocks 0-3 are cached (~3 GB for the six sets). In an ensemble it shares the
+# first probe's ViT (models.share_backbones): stored once, run once, so it costs its head.
+MODULE=train.probe run dinov2-vits14-probe-middle --model dinov2-vits14 --pretrained --splits-from "$OUT/efficientnet-lite2" \
+    --layers 3 5 7 --pooling cls mean std --balance-sources 1 --batch-size 32 --num-workers 1 --robustness jpeg_q75 \
+    --save-dtype float16
 # The larger pool (POOL=~/pool bash train/recipe.sh; build it with python -m train.sources, README "The larger
 # pool"): the probe again over the six sets plus every pool image, the six sets' rows keeping Lite2's splits
 # (--splits-from) so the test split still holds the same rows, and the pool's sources split here with at most 500
 # validation and 500 test images of each source and class (--max-eval-per-source: the rest of UTKFace's 22k
 # trains). The activation cache already holds the six sets' rows, so only the pool's images run through the ViT.
-# Then the ensemble over this probe and Lite2, on the probe's splits, Lite2 gated by the probe (--gate: Lite2 trained
-# on the six sets only, so the combiner weighs it by the probe's belief that a face comes from them).
+# Then the ensemble over this probe, the two middle-block probes and Lite2, on the probe's splits, the last three
+# gated by the probe (--gate: they trained on the six sets or faces140k only, so the combiner weighs each by the
+# probe's belief that a face comes from its sources).
 if [ -n "${POOL:-}" ]; then
     MODULE=train.probe run dinov2-vits14-probe-pool --model dinov2-vits14 --pretrained --pool "$POOL" \
         --max-eval-per-source 500 --preprocess-workers "$(nproc)" --splits-from "$OUT/efficientnet-lite2" \
         --layers 9 10 11 --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16
+    # A faces140k specialist on the middle probe's blocks: the faces140k sources' rows of the pool probe's splits
+    # (--splits-from keeps the rows of the --data sources), activations copied from the middle probe's cache. Plain
+    # fake/real classes, rows unweighted (bench/probe_layers.py's setting).
+    COMMON="--data $DATA/faces140k --data $DATA/faces140k-extra --data $POOL/faces140k-demo --min-size 128 --crop-faces $EXTRA" \
+    MODULE=train.probe run dinov2-vits14-probe-faces140k --model dinov2-vits14 --pretrained \
+        --splits-from "$OUT/dinov2-vits14-probe-pool" --layers 3 5 7 --pooling cls mean std --classes label \
+        --balance-sources 0 --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16
     MODULE=train.stack run ensemble-pool --model ensemble --pool "$POOL" --members "$OUT/dinov2-vits14-probe-pool" \
-        "$OUT/efficientnet-lite2" --splits-from "$OUT/dinov2-vits14-probe-pool" --preprocess-workers "$(nproc)" \
+        "$OUT/dinov2-vits14-probe-middle" "$OUT/dinov2-vits14-probe-faces140k" "$OUT/efficientnet-lite2" --splits-from "$OUT/dinov2-vits14-probe-pool" --preprocess-workers "$(nproc)" \
         --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16 --gate
 fi
 # The comparison models, last: the app defaults to the ensemble above.
