@@ -201,10 +201,11 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
         names = ", ".join(folder(m) for m in metrics["members"])
         origin = f" It combines frozen trained members ({names}){at_size} with a learned linear layer over their logits"
         if metrics.get("gates"):
-            gated = ", ".join(folder(g["member"]) for g in metrics["gates"])
+            gated = [folder(g["member"]) for g in metrics["gates"]]
+            whose = (f"the sources {gated[0]} trained on" if len(gated) == 1 else
+                     f"the sources that member trained on, for each of {', '.join(gated)}")
             origin += (f", and over the same logits multiplied by the probe's probability that the image comes from "
-                       f"the sources {gated} trained on (a gate: one combination where that member knows the data, "
-                       f"another elsewhere)")
+                       f"{whose} (a gate: one combination where that member knows the data, another elsewhere)")
         at_size = ""
     elif metrics.get("pretrained"):
         base = metrics.get("base_model")

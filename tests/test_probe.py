@@ -241,6 +241,8 @@ def test_probes_on_one_backbone_share_it_in_the_stack_stored_once_and_run_once(r
         for i, alone in enumerate(separate):
             torch.testing.assert_close(shared[i][0], alone(inputs[i]))
     assert [g["member"] for g in model.config.gates] == [1, 2]
+    assert ("multiplied by the probe's probability that the image comes from the sources that member trained on, for "
+            "each of `dinov2-probe-middle`, `tuned-cnn`") in model_card(json.load(open(os.path.join(output, "metrics.json"))))
     # Grad-CAM and the layer views see the shared ViT once, mapped before the first block either probe reads
     assert [name for name, _ in explain.members(classifier)] == [
         "dinov2-vits14-probe + dinov2-vits14-probe #2", "tuned-cnn"]
