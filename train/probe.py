@@ -41,8 +41,8 @@ from deepfake_detector.layout import write_json
 from deepfake_detector.modeling_deepfake_ensemble import (
     DeepfakeEnsembleConfig,
     DeepfakeEnsembleForImageClassification,
-    POOLINGS,
     FeatureProbe,
+    pooling_order,
 )
 from deepfake_detector.models import VIT_ARCHITECTURES, create_model, data_config_of
 from train import evaluate as ev
@@ -175,9 +175,10 @@ def probe_of(model, layers, class_labels=(0, 1), pooling=("cls", "mean")):
 def run(data_args, model_args, train_args, probe_args, command=""):
     if probe_args.classes not in CLASS_SCHEMES:
         raise DataError(f"--classes takes {' or '.join(CLASS_SCHEMES)}, not {probe_args.classes!r}.")
-    unknown = sorted(set(probe_args.pooling) - set(POOLINGS))
-    if unknown or not probe_args.pooling:
-        raise DataError(f"--pooling takes some of {', '.join(POOLINGS)}, not {', '.join(unknown) or 'none'}.")
+    try:  # checked before the data is loaded
+        pooling_order(probe_args.pooling)
+    except ValueError as e:
+        raise DataError(f"--{e}.") from None
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     work, final = output_paths(train_args.output)
     run_config = {**as_dict(data_args, model_args, train_args, probe_args), "command": command}
