@@ -45,6 +45,14 @@ class DeepfakeEnsembleConfig(PretrainedConfig):
 POOLINGS = ("cls", "mean", "std")
 
 
+def pooling_order(pooling):
+    """`pooling` checked against POOLINGS and put in their order (one feature layout, whatever order it came in)."""
+    unknown = sorted(set(pooling) - set(POOLINGS))
+    if unknown or not pooling:
+        raise ValueError(f"pooling takes some of {', '.join(POOLINGS)}, not {', '.join(unknown) or 'none'}")
+    return [p for p in POOLINGS if p in pooling]
+
+
 class FeatureProbe(nn.Module):
     """A frozen ViT's CLS and mean patch tokens after each of `layers` (the last block's after the final norm), a
     linear head over `len(class_labels)` classes, and per label the log of its classes' summed probability:
@@ -58,10 +66,7 @@ class FeatureProbe(nn.Module):
         super().__init__()
         self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
         self.layers = sorted(layers)
-        unknown = set(pooling) - set(POOLINGS)
-        if unknown or not pooling:
-            raise ValueError(f"pooling takes some of {', '.join(POOLINGS)}, not {', '.join(sorted(unknown)) or 'none'}")
-        self.pooling = [p for p in POOLINGS if p in pooling]  # one order, whatever order they were given in
+        self.pooling = pooling_order(pooling)
         self.head = nn.Linear(len(self.pooling) * self.backbone.num_features * len(self.layers), len(class_labels))
         # A plain list, not a buffer: transformers builds models on empty memory and restores only saved tensors,
         # so a non-persistent buffer would hold garbage after from_pretrained. The config carries the list.
