@@ -43,6 +43,7 @@ class DeepfakeEnsembleConfig(PretrainedConfig):
 
 
 POOLINGS = ("cls", "mean", "std")
+DEFAULT_POOLING = ("cls", "mean")  # what a probe's spec without "pooling" reads (the shipped probes before "std")
 
 
 def pooling_order(pooling):
@@ -62,7 +63,7 @@ class FeatureProbe(nn.Module):
     of the feature space, which one linear boundary cannot enclose all at once; a class each can (measured in
     bench/leave_one_source_out.py: 0.878 / AUC 0.949 against 0.806 / 0.888 for the binary head, same features)."""
 
-    def __init__(self, architecture, model_args, layers, class_labels, pooling=("cls", "mean")):
+    def __init__(self, architecture, model_args, layers, class_labels, pooling=DEFAULT_POOLING):
         super().__init__()
         self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
         self.layers = sorted(layers)
@@ -131,7 +132,7 @@ def build_member(spec, num_labels):
     """A member module from its spec in the config: a FeatureProbe where the spec has "probe", else timm's."""
     if "probe" in spec:
         return FeatureProbe(spec["architecture"], spec["model_args"], spec["probe"]["layers"],
-                            spec["probe"]["class_labels"], spec["probe"].get("pooling", ("cls", "mean")))
+                            spec["probe"]["class_labels"], spec["probe"].get("pooling", DEFAULT_POOLING))
     return timm.create_model(spec["architecture"], pretrained=False, num_classes=num_labels, **spec["model_args"])
 
 

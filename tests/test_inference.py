@@ -100,10 +100,14 @@ def test_shipped_models_carry_their_thresholds_in_config_json(name):
     assert 0 <= config["verdict_thresholds"]["real"] <= config["verdict_thresholds"]["fake"] <= 1
 
 
-def test_the_shipped_ensemble_carries_the_cores_modeling_file():
+def test_every_shipped_ensemble_or_probe_carries_the_cores_modeling_file():
     root = os.path.dirname(EXAMPLES)
-    shipped = open(os.path.join(root, "models", "ensemble", "modeling_deepfake_ensemble.py")).read()
-    assert shipped == open(os.path.join(root, "deepfake_detector", "modeling_deepfake_ensemble.py")).read()
+    core = open(os.path.join(root, "deepfake_detector", "modeling_deepfake_ensemble.py")).read()
+    carried = [name for name in SHIPPED
+               if os.path.isfile(os.path.join(root, "models", name, "modeling_deepfake_ensemble.py"))]
+    assert "ensemble" in carried
+    for name in carried:
+        assert open(os.path.join(root, "models", name, "modeling_deepfake_ensemble.py")).read() == core, name
 
 
 @pytest.mark.parametrize("name", SHIPPED)

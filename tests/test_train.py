@@ -129,6 +129,21 @@ def test_init_from_continues_a_trained_model_at_another_input_size(runs, data, t
     assert metrics["init_from"] == runs["xception"] and metrics["image_size"] == 56
 
 
+def test_a_specialist_trains_on_a_wider_run_s_rows_of_its_sources(runs, data, tmp_path, capsys):
+    # --splits-from with some of a run's sources: the specialist's rows are that run's rows of those sources, in
+    # the same splits, so an ensemble of both never scores a row one of them trained on.
+    output = str(tmp_path / "on-a")
+    capsys.readouterr()
+    assert main(["--data", data[0], "--model", "tuned-cnn", "--epochs", "1", "--splits-from", runs["tuned-cnn"],
+                 "--output", output, *TINY, "--crop-pct", "0.75"]) == 0
+    assert "only the --data sources' rows are kept (1 of its sources left out: b)" in capsys.readouterr().out
+    old = json.load(open(os.path.join(runs["tuned-cnn"], "splits.json")))["rows"]
+    new = json.load(open(os.path.join(output, "splits.json")))["rows"]
+    for name in ("train", "validation", "test"):
+        assert new[name]["file"] == [f for f, s in zip(old[name]["file"], old[name]["source"]) if s == "a"]
+    assert json.load(open(os.path.join(output, "run_config.json")))["DataArguments"]["splits_from"] == runs["tuned-cnn"]
+
+
 def test_init_from_another_kind_of_model_is_one_clear_line(capsys, runs, data, tmp_path):
     code, line = _error(capsys, ["--data", *data, "--model", "tuned-cnn", "--init-from", runs["xception"],
                                  "--output", str(tmp_path / "o"), *TINY])

@@ -24,10 +24,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from typing import Optional
-
-import datasets
+from dataclasses import dataclass, field
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -41,7 +38,7 @@ from deepfake_detector.layout import write_json
 from deepfake_detector.models import VIT_ARCHITECTURES, create_model, data_config_of
 from train import evaluate as ev
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
-from train.data import ImageDataset, as_rows, resolve_guard, source_name, split_counts, splits_from_run
+from train.data import ImageDataset
 from train.loop import (
     BEST,
     CHECKPOINT,
@@ -51,8 +48,8 @@ from train.loop import (
     cpu_state_dict,
     finish,
     make_loader,
+    load_splits,
     make_scheduler,
-    prepare_data,
     save_checkpoint,
 )
 
@@ -62,9 +59,6 @@ CACHE = os.path.join(os.path.expanduser(os.environ.get("DEEPFAKE_CACHE", "~/.cac
 @dataclass
 class CachedRunArguments:
     """What every run over the activation cache takes (train.cached, train.probe)."""
-    splits_from: Optional[str] = field(default=None, metadata={
-        "help": "Use the rows, labels, sources and face boxes of a finished run (its splits.json) instead of "
-                "scrubbing and splitting --data again: the same test split, so figures compare"})
     cache_dir: str = field(default=CACHE, metadata={"help": "Where cached activations are kept (reused by reruns)"})
 
 
@@ -242,41 +236,6 @@ def cached_activations(split_model, rows, config, cache_dir, name, batch_size, n
     return np.load(path, mmap_mode="r")
 
 
-def load_splits(cache_args, data_args, train_args, accelerator):
-    """(splits, scrub report, counts): those of the run --splits-from names (the rows of its sources among --data),
-    else --data scrubbed and split.
-
-    With both, the run's rows keep their splits and the --data sources that run did not have are scrubbed, cropped
-    and split as usual and added: a model trained on a larger pool is then tested on the same rows as the smaller
-    one's (plus the new sources' test rows), and no row one of them trained on is in the other's test split."""
-    if not cache_args.splits_from:
-        return prepare_data(data_args, train_args, accelerator)
-    splits, report, counts = splits_from_run(cache_args.splits_from, guard=resolve_guard(data_args.guard),
-                                              processes=data_args.preprocess_workers)
-    wanted = {source_name(source) for source in data_args.data}
-    dropped = sorted({s for part in splits.values() for s in set(part["source"])} - wanted)
-    if dropped:  # a specialist on some of the run's sources: their rows, in the run's splits
-        accelerator.print(f"--splits-from {cache_args.splits_from}: only the --data sources' rows are kept "
-                          f"({len(dropped)} of its sources left out: {', '.join(dropped)})")
-        splits = datasets.DatasetDict({name: part.select([i for i, s in enumerate(part["source"]) if s in wanted])
-                                       for name, part in splits.items()})
-        counts = split_counts(splits)
-    had = {s for part in splits.values() for s in set(part["source"])}
-    new = [source for source in data_args.data if source_name(source) not in had]
-    if not new:
-        return splits, report, counts
-    accelerator.print(f"--splits-from {cache_args.splits_from} keeps its {len(had)} sources' splits; "
-                      f"{len(new)} new sources are split here")
-    added, added_report, _ = prepare_data(replace(data_args, data=new), train_args, accelerator)
-    cropped = "face_box" in splits["train"].column_names
-    if cropped != ("face_box" in added["train"].column_names):
-        raise DataError(f"{cache_args.splits_from} was {'' if cropped else 'not '}run with --crop-faces: pass the "
-                        "same setting for the new sources.")
-    splits = datasets.DatasetDict({name: datasets.concatenate_datasets([splits[name], as_rows(added[name])])
-                                   for name in splits})
-    return splits, {**report, "added_sources": added_report}, split_counts(splits)
-
-
 @torch.no_grad()
 def map_cached(fn, array, batch_size, desc):
     """`fn` over every cached row, a batch at a time read from the memmap: its outputs concatenated, in memory."""
@@ -320,7 +279,7 @@ def run(data_args, model_args, train_args, cache_args, command=""):
     run_config = {**as_dict(data_args, model_args, train_args, cache_args), "command": command}
     check_output(work, final, train_args, run_config)
     set_seed(train_args.seed)
-    splits, scrub_report, counts = load_splits(cache_args, data_args, train_args, accelerator)
+    splits, scrub_report, counts = load_splits(data_args, train_args, accelerator)
     model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained,
                          drop_rate=model_args.drop_rate, init_from=None if train_args.resume else model_args.init_from)
     config = data_config_of(model)

@@ -56,6 +56,10 @@ class DataArguments:
     max_eval_per_source: Optional[int] = field(default=None, metadata={
         "help": "At most this many validation and this many test images of each source and class (the rest of a "
                 "large source trains)"})
+    splits_from: Optional[str] = field(default=None, metadata={
+        "help": "Use the rows, labels, sources and face boxes of a finished run (its splits.json) instead of "
+                "scrubbing and splitting --data again: the same test split, so figures compare (only the --data "
+                "sources' rows, so a specialist on some of them never trains on the run's test rows)"})
 
     def __post_init__(self):
         self.data = [*self.data, *(f for pool in self.pool for f in pool_folders(pool) if f not in self.data)]

@@ -572,19 +572,27 @@ def _group_split(data, val_fraction, test_fraction, seed, max_eval=None):
     return datasets.DatasetDict({name: data.select(sorted(rows)) for name, rows in assignment.items()})
 
 
-def splits_from_run(folder, guard=None, processes=1):
+def splits_from_run(folder, guard=None, processes=1, sources=None):
     """The splits a finished run trained and was tested on (its splits.json: files, labels, sources, face
     boxes) and its scrub report: to train another model on exactly the same rows, so test figures compare.
     With `guard` (the path of holdout_guard.py), the rows it lists are dropped: a run from before the scrub ran the
-    guard may hold some."""
+    guard may hold some. With `sources`, only those sources' rows are kept (before the guard runs), and the report
+    names the run's other sources under "sources_left_out"."""
     path = os.path.join(folder, "splits.json")
     if not os.path.isfile(path):
         raise DataError(f"{folder} has no splits.json: pass a folder written by python -m train.")
     with open(path) as f:
         saved = json.load(f)
     splits, counts, guard_report = {}, saved["counts"], {"script": guard, "checked": 0, "dropped": 0}
+    had = {source for name in SPLITS for source in saved["rows"][name]["source"]}
+    left_out = sorted(had - set(sources)) if sources is not None else []
     for name in SPLITS:
         rows = saved["rows"][name]
+        if left_out:
+            keep = [i for i, source in enumerate(rows["source"]) if source not in left_out]
+            rows = {key: [values[i] for i in keep] if isinstance(values, list) else values
+                    for key, values in rows.items()}
+            counts = None
         missing = [p for p in rows["file"] if not os.path.isfile(p)]
         if missing:
             raise DataError(f"{folder}/splits.json names {len(missing)} {name} images that are not here (first: "
@@ -607,7 +615,8 @@ def splits_from_run(folder, guard=None, processes=1):
     report_path = os.path.join(folder, "scrub_report.json")
     report = json.load(open(report_path)) if os.path.isfile(report_path) else {}
     report = {"images_in": report.get("images_in"), "images_kept": report.get("images_kept"),
-              "dropped_by_reason": report.get("dropped_by_reason"), **report, "splits_from": folder}
+              "dropped_by_reason": report.get("dropped_by_reason"), **report, "splits_from": folder,
+              "sources_left_out": left_out}
     if guard:
         report["splits_from_guard"] = guard_report
     splits = datasets.DatasetDict(splits)

@@ -14,7 +14,9 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 
+import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -36,6 +38,7 @@ from train.config import as_dict, command_line, output_paths, parse_args
 from train.data import (
     Augment,
     ImageDataset,
+    as_rows,
     find_faces,
     load_sources,
     resolve_guard,
@@ -45,6 +48,7 @@ from train.data import (
     source_name,
     split,
     split_counts,
+    splits_from_run,
 )
 from train.models import fold_temperature, trainable_parameters
 
@@ -78,7 +82,7 @@ def train(data_args, model_args, train_args, command=""):
     accelerator.wait_for_everyone()  # every process checks before the main one creates anything
     set_seed(train_args.seed)
 
-    splits, scrub_report, counts = prepare_data(data_args, train_args, accelerator)
+    splits, scrub_report, counts = load_splits(data_args, train_args, accelerator)
 
     model = create_model(model_args.model, image_size=model_args.image_size, crop_pct=model_args.crop_pct,
                          pretrained=model_args.pretrained, width=model_args.width, members=model_args.members,
@@ -163,6 +167,38 @@ def train(data_args, model_args, train_args, command=""):
                 return None
     return finish(model, accelerator, datasets, loaders, splits, state, run_config, scrub_report, counts, work, final,
                   train_args)
+
+
+def load_splits(data_args, train_args, accelerator):
+    """(splits, scrub report, counts): those of the run --splits-from names (the rows of its sources among --data),
+    else --data scrubbed and split.
+
+    With both, the run's rows keep their splits and the --data sources that run did not have are scrubbed, cropped
+    and split as usual and added: a model trained on a larger pool is then tested on the same rows as the smaller
+    one's (plus the new sources' test rows), and no row one of them trained on is in the other's test split."""
+    if not data_args.splits_from:
+        return prepare_data(data_args, train_args, accelerator)
+    splits, report, counts = splits_from_run(data_args.splits_from, guard=resolve_guard(data_args.guard),
+                                              processes=data_args.preprocess_workers,
+                                              sources=[source_name(source) for source in data_args.data])
+    dropped = report["sources_left_out"]
+    if dropped:  # a specialist on some of the run's sources: their rows, in the run's splits
+        accelerator.print(f"--splits-from {data_args.splits_from}: only the --data sources' rows are kept "
+                          f"({len(dropped)} of its sources left out: {', '.join(dropped)})")
+    had = {s for part in splits.values() for s in set(part["source"])}
+    new = [source for source in data_args.data if source_name(source) not in had]
+    if not new:
+        return splits, report, counts
+    accelerator.print(f"--splits-from {data_args.splits_from} keeps its {len(had)} sources' splits; "
+                      f"{len(new)} new sources are split here")
+    added, added_report, _ = prepare_data(replace(data_args, data=new), train_args, accelerator)
+    cropped = "face_box" in splits["train"].column_names
+    if cropped != ("face_box" in added["train"].column_names):
+        raise DataError(f"{data_args.splits_from} was {'' if cropped else 'not '}run with --crop-faces: pass the "
+                        "same setting for the new sources.")
+    splits = datasets.DatasetDict({name: datasets.concatenate_datasets([splits[name], as_rows(added[name])])
+                                   for name in splits})
+    return splits, {**report, "added_sources": added_report}, split_counts(splits)
 
 
 def prepare_data(data_args, train_args, accelerator):

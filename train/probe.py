@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from deepfake_detector.images import ID2LABEL, LABEL2ID, DataError
 from deepfake_detector.layout import write_json
 from deepfake_detector.modeling_deepfake_ensemble import (
+    DEFAULT_POOLING,
     DeepfakeEnsembleConfig,
     DeepfakeEnsembleForImageClassification,
     FeatureProbe,
@@ -46,10 +47,10 @@ from deepfake_detector.modeling_deepfake_ensemble import (
 )
 from deepfake_detector.models import VIT_ARCHITECTURES, create_model, data_config_of
 from train import evaluate as ev
-from train.cached import CachedRunArguments, Split, cached_activations, cached_rows, load_splits
+from train.cached import CachedRunArguments, Split, cached_activations, cached_rows
 from train.config import CONFIG_CLASSES, as_dict, command_line, output_paths, parse_args
 from train.data import ImageDataset, source_weights
-from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, make_loader
+from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dict, finish, load_splits, make_loader
 
 CLASS_SCHEMES = ("source", "label")
 
@@ -59,7 +60,7 @@ class ProbeArguments(CachedRunArguments):
     layers: list[int] = field(default_factory=lambda: [9, 10, 11], metadata={
         "help": "Blocks (0-based) whose CLS and mean patch tokens make the features; the last block is read "
                 "after the final norm"})
-    pooling: list[str] = field(default_factory=lambda: ["cls", "mean"], metadata={
+    pooling: list[str] = field(default_factory=lambda: list(DEFAULT_POOLING), metadata={
         "help": "What each read block gives: some of cls (the CLS token), mean (the patch tokens' mean), std (their "
                 "standard deviation; helps on GAN faces at middle blocks)"})
     classes: str = field(default="source", metadata={
@@ -106,7 +107,7 @@ def cached_features(probe, array, batch_size, name):
     refit of the head (other classes, weights, C) then costs seconds, not a pass through the last blocks. Rows an
     earlier cache holds features of (same frozen model, same layers) are copied, as the activations are."""
     folder = os.path.dirname(array.filename)
-    pooled = "" if probe.pooling == ["cls", "mean"] else "-" + "-".join(probe.pooling)
+    pooled = "" if probe.pooling == list(DEFAULT_POOLING) else "-" + "-".join(probe.pooling)
     file = f"features-{'-'.join(map(str, probe.layers))}{pooled}.npy"
     path = os.path.join(folder, file)
     if os.path.isfile(path):
@@ -163,7 +164,7 @@ def fit_head(head, x, names, classes, weights, inverse_l2):
     return regression.n_iter_
 
 
-def probe_of(model, layers, class_labels=(0, 1), pooling=("cls", "mean")):
+def probe_of(model, layers, class_labels=(0, 1), pooling=DEFAULT_POOLING):
     """A FeatureProbe over `model`'s weights reading `layers`, and the model split where the probe's blocks begin:
     the activation cache holds the output of the blocks before them."""
     probe = FeatureProbe(model.pretrained_cfg["architecture"], model.model_args, layers, list(class_labels),
@@ -184,7 +185,7 @@ def run(data_args, model_args, train_args, probe_args, command=""):
     run_config = {**as_dict(data_args, model_args, train_args, probe_args), "command": command}
     check_output(work, final, train_args, run_config)
     set_seed(train_args.seed)
-    splits, scrub_report, counts = load_splits(probe_args, data_args, train_args, accelerator)
+    splits, scrub_report, counts = load_splits(data_args, train_args, accelerator)
     model = create_model(model_args.model, image_size=model_args.image_size, pretrained=model_args.pretrained)
     if train_args.save_dtype == "float16":
         round_to_float16(model)  # read the images with the weights that ship

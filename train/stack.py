@@ -44,9 +44,6 @@ from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dic
 
 @dataclass
 class StackArguments:
-    splits_from: str = field(default=None, metadata={
-        "help": "A finished run (its splits.json) whose validation and test rows the members are scored on: "
-                "the members' own run, so none of them has trained on those images"})
     fit_fraction: float = field(default=0.5, metadata={
         "help": "Share of the validation split the combiner is fitted on; the rest calibrates and sets thresholds"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty on the combiner's weights"})
@@ -89,20 +86,31 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=No
 
     A feature probe that sees the ensemble's own input unchanged (it is the first of the largest members, so its
     size, resizing and normalisation are the ensemble's) is read from train.cached's activation cache, keyed by
-    the rows and its frozen weights: the cache train.probe filled, so its ViT is not run again. Every other
+    the rows and its frozen weights: the cache train.probe filled, so its ViT is not run again; probes on one
+    shared backbone that start from the same cached block run its later blocks once for all of them. Every other
     member runs on the images."""
     config = data_config_of(ensemble)
     logits, probs, on_images = [None] * len(ensemble.members), {}, []
+    cached = {}  # (backbone owner, first block run) -> the probes read from that cache, in one pass over it
     for i, (member, spec) in enumerate(zip(ensemble.members, ensemble.config.members)):
         if isinstance(member, FeatureProbe) and not ensemble.config.flip_tta and _sees_input(spec, config):
-            start = member.cache_start
-            array = cached_activations(Split(member.backbone, start).eval(), rows, config, cache_dir, name,
-                                       train_args.batch_size, train_args.num_workers, reencode)
-            class_logits = torch.from_numpy(map_cached(lambda tokens: member.class_logits(tokens, start), array,
-                                                       train_args.batch_size, f"{spec['name']} on {name}"))
-            logits[i], probs[i] = member.collapse(class_logits), class_logits.softmax(1)  # gates read probs
+            cached.setdefault((ensemble.backbone_owner(i), member.cache_start), []).append(i)
         else:
             on_images.append(i)
+    for (owner, start), readers in cached.items():
+        backbone = ensemble.members[owner].backbone
+        array = cached_activations(Split(backbone, start).eval(), rows, config, cache_dir, name,
+                                   train_args.batch_size, train_args.num_workers, reencode)
+        layers = sorted({layer for i in readers for layer in ensemble.members[i].layers})
+
+        def class_logits(tokens, readers=readers, layers=layers, start=start):
+            blocks = ensemble.members[readers[0]].block_tokens(tokens, layers, start)
+            return torch.cat([ensemble.members[i].class_logits(None, tokens=blocks) for i in readers], 1)
+
+        names = " + ".join(ensemble.config.members[i]["name"] for i in readers)
+        columns = torch.from_numpy(map_cached(class_logits, array, train_args.batch_size, f"{names} on {name}"))
+        for i, part in zip(readers, columns.split([len(ensemble.members[i].class_labels) for i in readers], 1)):
+            logits[i], probs[i] = ensemble.members[i].collapse(part), part.softmax(1)  # gates read probs
     labels = torch.as_tensor(np.asarray(rows["label"]))
     if not on_images:
         return ensemble.combiner_input(logits, probs), labels
@@ -149,7 +157,7 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     if model_args.model != ENSEMBLE or model_args.combine != "logits":
         raise DataError("python -m train.stack fits an ensemble's logits combiner: pass --model ensemble "
                         "--members FOLDER ... (and --combine logits, the default).")
-    if not stack_args.splits_from:
+    if not data_args.splits_from:
         raise DataError("pass --splits-from the members' run (its splits.json), so the members are scored on "
                         "images none of them trained on.")
     if not 0 < stack_args.fit_fraction < 1:
@@ -159,7 +167,7 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     run_config = {**as_dict(data_args, model_args, train_args, stack_args), "command": command}
     check_output(work, final, train_args, run_config)
     set_seed(train_args.seed)
-    splits, scrub_report, counts = splits_from_run(stack_args.splits_from, guard=resolve_guard(data_args.guard),
+    splits, scrub_report, counts = splits_from_run(data_args.splits_from, guard=resolve_guard(data_args.guard),
                                                    processes=data_args.preprocess_workers)
     model = create_model(ENSEMBLE, members=model_args.members, combine="logits", flip_tta=model_args.flip_tta,
                          gate=stack_args.gate).eval()

@@ -26,14 +26,32 @@ from transformers.models.timm_wrapper.image_processing_timm_wrapper import TimmW
 class DeepfakeEnsembleConfig(PretrainedConfig):
     model_type = "deepfake_ensemble"
 
-    def __init__(self, members=None, combine="logits", pretrained_cfg=None, flip_tta=False, **kwargs):
+    def __init__(self, members=None, combine="logits", pretrained_cfg=None, flip_tta=False, gates=None, **kwargs):
         # members: [{"name", "architecture", "model_args", "data_config": {input_size, mean, std, ...}}], a feature
-        # probe's with "probe": {"layers", "classes" (names), "class_labels" (each class's label: 0 fake, 1 real)}
+        # probe's with "probe": {"layers", "classes" (names), "class_labels" (each class's label: 0 fake, 1 real),
+        # "pooling" (default ["cls", "mean"]), and "backbone_of": j where it reads probe j's backbone (same weights)}
         self.members = members or []
+        # gates: [{"member": i, "probe": j, "classes": [k, ...]}]: g = feature probe j's summed probability of its
+        # classes k (the sources member i trained on); every member's logits times g, and g, are combiner inputs
+        # too: in effect one combination where the image looks like what member i learned from, another elsewhere,
+        # blended by g
+        self.gates = gates or []
         self.combine = combine  # "logits": linear layer over the members' logits; "features": over pooled features
         self.flip_tta = flip_tta  # average the logits of the image and its mirror image (test-time augmentation)
         self.pretrained_cfg = pretrained_cfg or {}  # the ensemble's own preprocessing, read by the image processor
         super().__init__(**kwargs)
+
+
+POOLINGS = ("cls", "mean", "std")
+DEFAULT_POOLING = ("cls", "mean")  # what a probe's spec without "pooling" reads (the shipped probes before "std")
+
+
+def pooling_order(pooling):
+    """`pooling` checked against POOLINGS and put in their order (one feature layout, whatever order it came in)."""
+    unknown = sorted(set(pooling) - set(POOLINGS))
+    if unknown or not pooling:
+        raise ValueError(f"pooling takes some of {', '.join(POOLINGS)}, not {', '.join(unknown) or 'none'}")
+    return [p for p in POOLINGS if p in pooling]
 
 
 class FeatureProbe(nn.Module):
@@ -45,14 +63,21 @@ class FeatureProbe(nn.Module):
     of the feature space, which one linear boundary cannot enclose all at once; a class each can (measured in
     bench/leave_one_source_out.py: 0.878 / AUC 0.949 against 0.806 / 0.888 for the binary head, same features)."""
 
-    def __init__(self, architecture, model_args, layers, class_labels):
+    def __init__(self, architecture, model_args, layers, class_labels, pooling=DEFAULT_POOLING):
         super().__init__()
         self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0, **model_args)
         self.layers = sorted(layers)
-        self.head = nn.Linear(2 * self.backbone.num_features * len(self.layers), len(class_labels))
+        self.pooling = pooling_order(pooling)
+        self.head = nn.Linear(len(self.pooling) * self.backbone.num_features * len(self.layers), len(class_labels))
         # A plain list, not a buffer: transformers builds models on empty memory and restores only saved tensors,
         # so a non-persistent buffer would hold garbage after from_pretrained. The config carries the list.
         self.class_labels = [int(label) for label in class_labels]
+
+    def share_backbone(self, other):
+        """Read `other`'s backbone instead of an own copy (same frozen weights): held outside this module's
+        parameters, so a saved ensemble stores it once."""
+        del self.backbone
+        self.__dict__["backbone"] = other.backbone
 
     @property
     def cache_start(self):
@@ -60,34 +85,54 @@ class FeatureProbe(nn.Module):
         when only the last is read (a cache holds the output of some block before the last)."""
         return min(self.layers[0] + 1, len(self.backbone.blocks) - 1)
 
-    def features(self, x, start=0):
-        """[B, 2 * dim * len(layers)] from pixels (`start` 0) or from the tokens block `start - 1` put out."""
+    def block_tokens(self, x, layers, start=0):
+        """{block: its output tokens (the last block's after the final norm)} for each of `layers`, from pixels
+        (`start` 0) or from the tokens block `start - 1` put out."""
         vit = self.backbone
         if start == 0:
             x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
-        last, parts = len(vit.blocks) - 1, []
-        for i in range(start - 1, self.layers[-1] + 1):
+        last, tokens = len(vit.blocks) - 1, {}
+        for i in range(start - 1, max(layers) + 1):
             if i >= start:
                 x = vit.blocks[i](x)
-            if i in self.layers:
-                tokens = vit.norm(x) if i == last else x
-                parts.append(torch.cat([tokens[:, 0], tokens[:, vit.num_prefix_tokens:].mean(1)], 1))
+            if i in layers:
+                tokens[i] = vit.norm(x) if i == last else x
+        return tokens
+
+    def pool(self, tokens):
+        """[B, features] from `block_tokens`' output: per layer read, the CLS token and the patch tokens' mean (and
+        their standard deviation: how much texture varies across the face, where generator artefacts show)."""
+        parts = []
+        for i in self.layers:
+            patches = tokens[i][:, self.backbone.num_prefix_tokens:]
+            pooled = {"cls": tokens[i][:, 0], "mean": patches.mean(1)}
+            if "std" in self.pooling:
+                pooled["std"] = patches.std(1)
+            parts += [pooled[p] for p in self.pooling]
         return torch.cat(parts, 1)
+
+    def features(self, x, start=0):
+        """[B, len(pooling) * dim * len(layers)] from pixels (`start` 0) or from the tokens block `start - 1` put out."""
+        return self.pool(self.block_tokens(x, self.layers, start))
 
     def collapse(self, class_logits):
         """Per label, the log-sum-exp of its classes' logits: softmax of the result = summed class probabilities."""
         return torch.stack([class_logits[:, [i for i, c in enumerate(self.class_labels) if c == label]].logsumexp(1)
                             for label in range(max(self.class_labels) + 1)], 1)
 
+    def class_logits(self, x, start=0, tokens=None):
+        """[B, classes]: the head's logits, one per (source, label) class (from `block_tokens`' output if given)."""
+        return self.head(self.pool(tokens) if tokens is not None else self.features(x, start))
+
     def forward(self, x, start=0):
-        return self.collapse(self.head(self.features(x, start)))
+        return self.collapse(self.class_logits(x, start))
 
 
 def build_member(spec, num_labels):
     """A member module from its spec in the config: a FeatureProbe where the spec has "probe", else timm's."""
     if "probe" in spec:
         return FeatureProbe(spec["architecture"], spec["model_args"], spec["probe"]["layers"],
-                            spec["probe"]["class_labels"])
+                            spec["probe"]["class_labels"], spec["probe"].get("pooling", DEFAULT_POOLING))
     return timm.create_model(spec["architecture"], pretrained=False, num_classes=num_labels, **spec["model_args"])
 
 
@@ -104,12 +149,16 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.members = nn.ModuleList(build_member(m, config.num_labels) for m in config.members)
+        for i, member in enumerate(self.members):
+            owner = self.backbone_owner(i)
+            if owner not in (None, i):
+                member.share_backbone(self.members[owner])
         if config.combine == "features":
             if any("probe" in m for m in config.members):
                 raise ValueError("combine='features' needs timm members: a feature probe gives its logits only.")
             width = sum(member.num_features for member in self.members)
         else:
-            width = config.num_labels * len(self.members)
+            width = (config.num_labels * len(self.members) + 1) * (1 + len(config.gates)) - 1
         self.combiner = nn.Linear(width, config.num_labels)
         self.post_init()
 
@@ -119,7 +168,8 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
         if module is getattr(self, "combiner", None) and self.config.combine == "logits":
             n, k = len(self.members), self.config.num_labels
             with torch.no_grad():
-                module.weight.copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
+                module.weight.zero_()  # gate inputs start at 0: the fit decides what they are worth
+                module.weight[:, :n * k].copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
                 module.bias.zero_()
 
     def member_inputs(self, pixel_values):
@@ -134,19 +184,58 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
                 raw, size=size, mode="bilinear", align_corners=False, antialias=True)
             yield (x - x.new_tensor(cfg["mean"]).view(1, -1, 1, 1)) / x.new_tensor(cfg["std"]).view(1, -1, 1, 1)
 
+    def member_output(self, i, x, tokens=None):
+        """Member i's logits on its input, and its class probabilities where it is a feature probe that gates
+        (`tokens`: a probe's backbone's `block_tokens` of x, when an earlier pass computed them)."""
+        member = self.members[i]
+        if not isinstance(member, FeatureProbe):
+            return member(x), None
+        class_logits = member.class_logits(x, tokens=tokens)
+        gates = any(gate["probe"] == i for gate in self.config.gates)
+        return member.collapse(class_logits), class_logits.softmax(1) if gates else None
+
+    def backbone_owner(self, i):
+        """The member whose backbone probe i reads (itself unless it shares an earlier probe's); None for others."""
+        spec = self.config.members[i]
+        return spec["probe"].get("backbone_of", i) if "probe" in spec else None
+
+    def member_outputs(self, pixel_values):
+        """Every member's `member_output` on the ensemble's input. Probes that share a backbone see the same input
+        (models.create_ensemble checks), so one pass through it gives every block they read."""
+        owners = [self.backbone_owner(i) for i in range(len(self.members))]
+        reads = {j: sorted({layer for i, owner in enumerate(owners) if owner == j for layer in self.members[i].layers})
+                 for j in set(owners) - {None}}
+        tokens, outputs = {}, []
+        for i, x in enumerate(self.member_inputs(pixel_values)):
+            j = owners[i]
+            if j is not None and j not in tokens:
+                tokens[j] = self.members[j].block_tokens(x, reads[j])
+            outputs.append(self.member_output(i, x, tokens.get(j)))
+        return outputs
+
+    def combiner_input(self, member_logits, probe_probabilities):
+        """[B, combiner inputs]: every member's logits, then per gate those logits times g, and g."""
+        logits = torch.cat(list(member_logits), dim=1)
+        columns = [logits]
+        for gate in self.config.gates:
+            g = probe_probabilities[gate["probe"]][:, gate["classes"]].sum(1, keepdim=True)
+            columns += [g * logits, g]
+        return torch.cat(columns, dim=1)
+
     def forward(self, pixel_values, labels=None, return_dict=None, **kwargs):
         n = pixel_values.shape[0]
         if self.config.flip_tta:
             # One pass over a batch of 2n: the images, then their mirror images. Faces are left-right symmetric
             # in what matters here, so averaging the two is a cheap, label-preserving ensemble of its own.
             pixel_values = torch.cat([pixel_values, pixel_values.flip(-1)])
-        parts = []
-        for member, x in zip(self.members, self.member_inputs(pixel_values)):
-            if self.config.combine == "features":
-                parts.append(member.forward_head(member.forward_features(x), pre_logits=True))
-            else:
-                parts.append(member(x))
-        logits = self.combiner(torch.cat(parts, dim=1))
+        if self.config.combine == "features":
+            inputs = torch.cat([member.forward_head(member.forward_features(x), pre_logits=True)
+                                for member, x in zip(self.members, self.member_inputs(pixel_values))], dim=1)
+        else:
+            outputs = self.member_outputs(pixel_values)
+            inputs = self.combiner_input([logits for logits, _ in outputs],
+                                         {i: probs for i, (_, probs) in enumerate(outputs) if probs is not None})
+        logits = self.combiner(inputs)
         if self.config.flip_tta:
             logits = (logits[:n] + logits[n:]) / 2
         loss = F.cross_entropy(logits, labels) if labels is not None else None
