@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -270,14 +271,53 @@ def test_temperature_scaling_recovers_a_known_temperature():
 def test_thresholds_and_verdicts():
     labels = np.array([0] * 50 + [1] * 50)
     p_fake = np.concatenate([np.linspace(0.55, 1.0, 50), np.linspace(0.0, 0.6, 50)])
-    t = ev.choose_thresholds(labels, p_fake, target_precision=0.95)
-    # Each threshold is the loosest on the 0.01 grid whose verdicts are >= 95 % right.
+    t = ev.choose_thresholds(labels, p_fake, target_precision=0.95, confidence=None)
+    # With no confidence asked, each threshold is the loosest on the 0.01 grid whose verdicts are >= 95 % right.
     chosen = p_fake >= t["fake"]
     assert (labels[chosen] == 0).mean() >= 0.95 and (labels[p_fake >= t["fake"] - 0.01] == 0).mean() < 0.95
     assert t["validation_precision"]["fake"] == (labels[chosen] == 0).mean()
     # Every P(fake) <= 0.5 is a real image: the loosest real threshold allowed (0.5) is right 100 % of the time.
     assert t["real"] == 0.5 and t["validation_precision"]["real"] == 1.0
     assert verdict(0.99, t) == "fake" and verdict(0.01, t) == "real" and verdict((t["fake"] + t["real"]) / 2, t) == "uncertain"
+
+
+def test_thresholds_keep_a_margin_that_shrinks_with_the_validation_split():
+    # A Wilson lower bound: 95 of 100 right is not yet "95 % with 95 % confidence", 990 of 1,000 is.
+    assert ev.precision_lower_bound(95, 100, None) == 0.95
+    assert ev.precision_lower_bound(95, 100) == pytest.approx(0.9008, abs=1e-4)  # Wilson, z = 1.645, by hand
+    assert ev.precision_lower_bound(990, 1000) > 0.98
+    rng = np.random.RandomState(0)
+
+    def validation(n):  # P(fake) = a fake's true chance of being fake: every threshold's precision is known
+        p_fake = rng.rand(n)
+        return (rng.rand(n) >= p_fake).astype(int), p_fake
+
+    small, large = validation(2000), validation(40000)
+    plain = ev.choose_thresholds(*small, target_precision=0.9, confidence=None)
+    sure = ev.choose_thresholds(*small, target_precision=0.9)
+    assert sure["fake"] > plain["fake"] and sure["real"] < plain["real"] and sure["confidence"] == 0.95
+    labels, p_fake = small
+    for side, chosen, wanted in (("fake", p_fake >= sure["fake"], 0), ("real", p_fake <= sure["real"], 1)):
+        right, n = int((labels[chosen] == wanted).sum()), int(chosen.sum())
+        assert ev.precision_lower_bound(right, n) >= 0.9 and sure["validation_precision"][side] == right / n
+    big = ev.choose_thresholds(*large, target_precision=0.9)
+    # Precision at threshold t is (1 + t) / 2 here: 0.9 from t = 0.8. 40k rows pin that within a step or two.
+    assert 0.8 <= big["fake"] <= 0.83 and 0.17 <= big["real"] <= 0.2
+
+
+def test_refit_thresholds_rewrites_config_and_the_test_verdicts_at_them(runs, tmp_path):
+    folder = str(tmp_path / "run")
+    shutil.copytree(runs["tuned-cnn"], folder)
+    thresholds = ev.refit_thresholds(folder, target_precision=0.6, confidence=0.5)
+    metrics = json.load(open(os.path.join(folder, "metrics.json")))
+    assert metrics["thresholds"] == thresholds and thresholds["confidence"] == 0.5
+    assert json.load(open(os.path.join(folder, "config.json")))["verdict_thresholds"]["fake"] == thresholds["fake"]
+    with open(os.path.join(folder, "test_predictions.csv")) as f:
+        test = list(csv.DictReader(f))
+    expected = ev.verdict_metrics([0 if row["label"] == "fake" else 1 for row in test],
+                                  [float(row["fake_probability"]) for row in test], thresholds)
+    assert metrics["verdicts"]["thresholds"] == {"fake": thresholds["fake"], "real": thresholds["real"]}
+    assert metrics["verdicts"]["overall"] == expected and expected["n"] == len(test)
 
 
 def test_uncertain_share_and_accuracy_of_committed_verdicts():
