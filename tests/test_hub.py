@@ -424,7 +424,8 @@ def test_load_models_skips_what_resolves_nowhere(hub_repo_id, model_folder, hf_c
 def test_shipped_models_json_is_valid():
     config = json.loads((PROJECT_ROOT / "models" / "models.json").read_text())
     entries = [ModelEntry.from_dict(entry) for entry in config["models"]]
-    assert [e.name for e in entries] == ["tuned-cnn", "efficientnet-lite2", "dinov2-vits14-probe", "ensemble"]
+    assert [e.name for e in entries] == [
+        "tuned-cnn", "efficientnet-lite2", "dinov2-vits14-probe", "xception", "ensemble"]
     assert all((PROJECT_ROOT / e.local / "config.json").is_file() for e in entries)
 
 
