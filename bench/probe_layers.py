@@ -20,12 +20,12 @@ import os
 import numpy as np
 import torch
 
+from deepfake_detector.modeling_deepfake_ensemble import DEFAULT_POOLING, POOLINGS
 from deepfake_detector.models import create_model, data_config_of
 from train.data import ImageDataset, splits_from_run
-from train.probe import round_to_float16
+from train.probe import probe_of, round_to_float16
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POOLING = ("cls", "mean", "std")
 BLOCK_SETS = ([11], [9, 10, 11], [2], [4], [6], [8], [3, 5, 7], [4, 6, 8], [5, 7, 9, 11], list(range(12)))
 
 
@@ -33,20 +33,13 @@ BLOCK_SETS = ([11], [9, 10, 11], [2], [4], [6], [8], [3, 5, 7], [4, 6, 8], [5, 7
 def block_features(rows, batch_size):
     """[rows, blocks, 3, dim]: per block the CLS token, patch mean and patch std, averaged over the mirror image."""
     model = round_to_float16(create_model("dinov2-vits14", image_size=224, pretrained=True)).eval()
+    blocks = list(range(len(model.blocks)))
+    probe, _ = probe_of(model, blocks, pooling=POOLINGS)  # the shipped probes' own pooling, every block read
     loader = torch.utils.data.DataLoader(ImageDataset(rows, data_config_of(model)), batch_size=batch_size)
     out = []
     for pixels, _, _ in loader:
-        views = []
-        for x in (pixels, pixels.flip(-1)):
-            x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
-            per_block = []
-            for i, block in enumerate(model.blocks):
-                x = block(x)
-                tokens = model.norm(x) if i == len(model.blocks) - 1 else x
-                patches = tokens[:, model.num_prefix_tokens:]
-                per_block.append(torch.stack([tokens[:, 0], patches.mean(1), patches.std(1)], 1))
-            views.append(torch.stack(per_block, 1))
-        out.append(((views[0] + views[1]) / 2).half().numpy())
+        features = (probe.features(pixels) + probe.features(pixels.flip(-1))) / 2
+        out.append(features.view(len(pixels), len(blocks), len(POOLINGS), -1).half().numpy())
     return np.concatenate(out)
 
 
@@ -74,7 +67,7 @@ def fit(data, blocks, pooling):
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
-    parts = [POOLING.index(p) for p in pooling]
+    parts = [POOLINGS.index(p) for p in pooling]
 
     def x(name):
         return data[name][0][:, blocks][:, :, parts].reshape(len(data[name][0]), -1).astype(np.float32)
@@ -103,7 +96,7 @@ def main():
         mine = {split: tuple(a[np.isin(d[2], list(sources))] for a in d) for split, d in data.items()}
         print(f"\n{name}: {len(mine['train'][1])} train, {len(mine['test'][1])} test rows")
         for blocks in BLOCK_SETS:
-            for pooling in (("cls", "mean"), POOLING):
+            for pooling in (DEFAULT_POOLING, POOLINGS):
                 c, accuracy, auc = fit(mine, blocks, pooling)
                 print(f"  blocks {','.join(map(str, blocks)):<24} {'+'.join(pooling):<13} C={c:<5} "
                       f"test accuracy {accuracy:.3f}  AUC {auc:.3f}")

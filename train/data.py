@@ -589,9 +589,8 @@ def splits_from_run(folder, guard=None, processes=1, sources=None):
     for name in SPLITS:
         rows = saved["rows"][name]
         if left_out:
-            keep = [i for i, source in enumerate(rows["source"]) if source not in left_out]
-            rows = {key: [values[i] for i in keep] if isinstance(values, list) else values
-                    for key, values in rows.items()}
+            keep = [i for i, source in enumerate(rows["source"]) if source in sources]
+            rows = {key: [values[i] for i in keep] for key, values in rows.items()}  # file, label, source, face_box
             counts = None
         missing = [p for p in rows["file"] if not os.path.isfile(p)]
         if missing:
