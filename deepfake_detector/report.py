@@ -30,10 +30,11 @@ HOW_VERDICT = ("**How to read the verdict.** The model gives a calibrated probab
                "or above the *fake* threshold the verdict is **fake**, at or below the *real* threshold **real**, "
                "between them **uncertain**. The defaults come from each model's validation set, where they were "
                "chosen so that its fake and real verdicts were right at a target rate (95 % for the retrained "
-               "models, with a margin for the validation set's size), or as often as a weaker model manages; the summary gives its record. A face detector "
-               "finds the faces, each cropped with a margin like the training images; with no face the whole "
-               "image is scored, less reliably. Each model knows only the kinds of fake it was trained on (the "
-               "Models tab lists them): expect poor scores on other fakes.")
+               "models, with a margin for the validation set's size), or as often as a weaker model manages; "
+               "the summary gives its record. A face detector finds the faces, each cropped with a margin like "
+               "the training images; with no face the whole image is scored, less reliably. Each model knows "
+               "only the kinds of fake it was trained on (the Models tab lists them): expect poor scores on "
+               "other fakes.")
 HOW_VIDEO = (f"Frames are sampled evenly over the clip (≤ {VIDEO_MAX_SECONDS} s, ≤ {VIDEO_MAX_MB} MB, ≤ "
              f"{VIDEO_MAX_FRAMES} frames). Each frame scores as its most suspicious face. **Clip verdict = mean "
              "P(fake) of the top-k most suspicious frames**: a fake may show in a few frames only, which an "
