@@ -215,26 +215,30 @@ def _cache(converted, cached):
 
 
 def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=False):
-    if len(member_paths) < 2:
+    """An ensemble of the trained folders (or Hub ids) in `member_paths`, combiner untrained. A folder that is itself
+    an ensemble (a shipped `models/ensemble`) contributes its members as they are, so a new member joins a shipped
+    ensemble without the runs that trained the old ones (`python -m train.stack --members models/ensemble RUN`)."""
+    members = [member for path in member_paths for member in load_members(path)]
+    if len(members) < 2:
         raise DataError("The ensemble needs --members with at least two trained model folders "
                         "(e.g. --members runs/tuned-cnn runs/xception).")
-    members = [load_member(path) for path in member_paths]
     # The ensemble feeds every member one resized copy of its input, so all must see the same share of the image.
-    crops = {cfg["crop_pct"] for _, _, cfg in members}
+    crops = {cfg["crop_pct"] for _, _, cfg, _ in members}
     if len(crops) > 1:
         raise DataError(f"--members were trained on different shares of the image (--crop-pct {sorted(crops)}): "
                         "retrain them with one --crop-pct to combine them.")
-    sizes = [cfg["input_size"][-1] for _, _, cfg in members]
+    sizes = [cfg["input_size"][-1] for _, _, cfg, _ in members]
     largest = members[sizes.index(max(sizes))][2]  # the first of the largest: its input is passed on unchanged
     share_backbones(members)
+    specs = [spec for _, spec, _, _ in members]
     config = DeepfakeEnsembleConfig(
-        members=[spec for _, spec, _ in members], combine=combine, flip_tta=flip_tta,
-        gates=gates_of([spec for _, spec, _ in members], member_paths) if gate else None,
+        members=specs, combine=combine, flip_tta=flip_tta,
+        gates=gates_of(specs, [sources for *_, sources in members]) if gate else None,
         pretrained_cfg={k: largest[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")},
         id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
     )
     model = DeepfakeEnsembleForImageClassification(config)
-    for slot, (member, spec, _) in zip(model.members, members):
+    for slot, (member, spec, _, _) in zip(model.members, members):
         state = member.state_dict()
         if "backbone_of" in spec.get("probe", {}):  # the shared backbone is loaded once, with its owner
             state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
@@ -248,12 +252,12 @@ def share_backbones(members):
     "backbone_of": the ensemble then stores that backbone once and runs it once for both (each probe reads its own
     blocks of the one pass): a second probe over other blocks costs its head, not another ViT."""
     probes = []
-    for i, (member, spec, _) in enumerate(members):
+    for i, (member, spec, *_) in enumerate(members):
         if "probe" not in spec:
             continue
         state = member.backbone.state_dict()
         for j in probes:
-            other, other_spec, _ = members[j]
+            other, other_spec, *_ = members[j]
             if (spec["architecture"], spec["model_args"], spec["data_config"]) == (
                     other_spec["architecture"], other_spec["model_args"], other_spec["data_config"]) and all(
                     torch.equal(v, w) for v, w in zip(state.values(), other.backbone.state_dict().values())):
@@ -263,41 +267,71 @@ def share_backbones(members):
             probes.append(i)
 
 
-def gates_of(specs, member_paths):
+def gates_of(specs, member_sources):
     """Gate every trained member by the first feature probe: g = the probe's summed probability of the classes of
-    the sources that member trained on (its metrics.json), so the combiner can weigh the members one way where an
-    image looks like that member's training data and another way elsewhere (README, "Gates")."""
+    the sources that member trained on (`member_sources`, from its metrics.json), so the combiner can weigh the
+    members one way where an image looks like that member's training data and another way elsewhere (README,
+    "Gates")."""
     probe = next((i for i, spec in enumerate(specs) if "probe" in spec), None)
     if probe is None:
         raise DataError("--gate needs a feature probe among --members (a folder from python -m train.probe): its "
                         "classes tell which member's training data an image looks like.")
     classes, gates = specs[probe]["probe"]["classes"], []
-    for i, path in enumerate(member_paths):
+    for i, (spec, sources) in enumerate(zip(specs, member_sources)):
         if i == probe:
             continue
-        try:
-            with open(cached_file(path, "metrics.json")) as f:
-                sources = set(json.load(f)["data"]["datasets"])
-        except (OSError, ValueError, KeyError):
-            raise DataError(f"--gate: {path} has no metrics.json naming the sources it trained on: pass a folder "
-                            "written by python -m train.") from None
+        if sources is None:
+            raise DataError(f"--gate: which sources {spec['source']} trained on is not known (no metrics.json names "
+                            "them, nor a gate of the ensemble it came from): pass the folder python -m train wrote.")
         mine = [k for k, name in enumerate(classes) if name.rsplit("/", 1)[0] in sources]
         if not mine:
-            raise DataError(f"--gate: none of the probe's classes come from the sources {path} trained on "
+            raise DataError(f"--gate: none of the probe's classes come from the sources {spec['source']} trained on "
                             f"({', '.join(sorted(sources))}): gate only members that share the probe's sources.")
         gates.append({"member": i, "probe": probe, "classes": mine})
     return gates
 
 
-def load_member(path):
-    """A trained folder (or Hub id) as an ensemble member: (module, its spec in the ensemble's config, its
-    preprocessing). A timm model, or a feature probe (a one-member ensemble folder written by train.probe)."""
+def trained_sources(path):
+    """The sources a trained folder's model learned from (its metrics.json), or None where it names none."""
+    try:
+        with open(cached_file(path, "metrics.json")) as f:
+            return set(json.load(f)["data"]["datasets"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def load_members(path):
+    """[(module, spec, preprocessing, sources trained on)] for a trained folder (or Hub id): one member, or, for a
+    saved ensemble, each of its members with the spec it was saved with and the sources its gate recorded (a
+    member's gate lists the probe's classes of the sources it trained on; an ungated member's are unknown)."""
     try:
         with open(cached_file(path, "config.json")) as f:
             config = json.load(f)
     except (OSError, ValueError) as e:
         raise DataError(f"--members {path}: not a trained model folder or Hub model ({str(e).splitlines()[0]}); "
                         "train it first with python -m train.") from None
+    if config.get("model_type") != DeepfakeEnsembleConfig.model_type or (
+            len(config["members"]) == 1 and "probe" in config["members"][0]):
+        return [(*load_member(path, config), trained_sources(path))]
+    ensemble = DeepfakeEnsembleForImageClassification.from_pretrained(path).float()
+    gated = {g["member"]: g for g in config.get("gates") or []}
+    members = []
+    for i, (module, spec) in enumerate(zip(ensemble.members, config["members"])):
+        spec = {**spec}
+        if "probe" in spec:  # share_backbones marks shared backbones again, by their weights
+            spec["probe"] = {k: v for k, v in spec["probe"].items() if k != "backbone_of"}
+        sources = None
+        if i in gated:
+            classes = config["members"][gated[i]["probe"]]["probe"]["classes"]
+            sources = {classes[k].rsplit("/", 1)[0] for k in gated[i]["classes"]}
+        members.append((module, spec, {**config["pretrained_cfg"], **spec["data_config"]}, sources))
+    return members
+
+
+def load_member(path, config):
+    """A trained folder (or Hub id) with `config` (its config.json) as an ensemble member: (module, its spec in the
+    ensemble's config, its preprocessing). A timm model, or a feature probe (a one-member ensemble folder written
+    by train.probe)."""
     if config.get("model_type") != DeepfakeEnsembleConfig.model_type:
         m = load_timm_member(path)
         spec = {"name": getattr(m, "model_name", None) or m.default_cfg.get("architecture"), "source": str(path),
@@ -305,9 +339,6 @@ def load_member(path):
                 "data_config": {k: m.pretrained_cfg[k] for k in ("input_size", "mean", "std", "interpolation",
                                                                    "crop_pct")}}
         return m, spec, m.pretrained_cfg
-    if len(config["members"]) != 1 or "probe" not in config["members"][0]:
-        raise DataError(f"--members {path} is an ensemble: ensembles of ensembles are not supported (a feature "
-                        "probe, a one-member folder from python -m train.probe, is).")
     probe = DeepfakeEnsembleForImageClassification.from_pretrained(path)
     spec = {**config["members"][0], "source": str(path)}
     return probe.members[0], spec, dict(probe.config.pretrained_cfg)
