@@ -77,14 +77,15 @@ def stage_features(rows, image_size, batch_size=64):
 
 
 @torch.no_grad()
-def dinov2_features(rows, name, batch_size=64):
-    """The DINOv2 probe's features as it ships (CLS and mean patch token after blocks 9, 10 and 11 + norm, weights
-    rounded to float16): read from the activation and feature caches train.probe fills, computed where missing."""
+def dinov2_features(rows, name, layers=(9, 10, 11), pooling=("cls", "mean"), batch_size=64):
+    """A DINOv2 probe's features as it ships (by default the whole-pool probe's: CLS and mean patch token after
+    blocks 9, 10 and 11 + norm; weights rounded to float16): read from the activation and feature caches
+    train.probe fills, computed where missing."""
     from train.cached import CACHE, cached_activations
     from train.probe import cached_features, probe_of, round_to_float16
 
     model = round_to_float16(create_model("dinov2-vits14", pretrained=True)).eval()
-    probe, split_model = probe_of(model, [9, 10, 11])
+    probe, split_model = probe_of(model, list(layers), pooling=list(pooling))
     array = cached_activations(split_model, rows, data_config_of(model), CACHE, name, batch_size, 1)
     return cached_features(probe, array, batch_size, name)
 
@@ -222,6 +223,10 @@ def main():
                         help="Leave out each generator family and real collection instead of each source")
     parser.add_argument("--train-per-source", type=int, default=800,
                         help="Train images per source (a seeded sample of its train split): the proxy needs no more")
+    parser.add_argument("--layers", type=int, nargs="+", default=[9, 10, 11],
+                        help="dinov2-vits14: the blocks read (the middle-block probes read 3 5 7)")
+    parser.add_argument("--pooling", nargs="+", default=["cls", "mean"],
+                        help="dinov2-vits14: what each block gives (cls, mean, std)")
     args = parser.parse_args()
     os.makedirs(args.output, exist_ok=True)
 
@@ -241,6 +246,10 @@ def main():
                                      for s in sorted(set(sources))]))
     splits["train"] = splits["train"].select(sample)
     tag = f"{args.image_size}" if args.backbone == "efficientnet-lite2" else args.backbone
+    if args.backbone == "dinov2-vits14" and (args.layers, args.pooling) != ([9, 10, 11], ["cls", "mean"]):
+        tag += f"-{'-'.join(map(str, args.layers))}-{'-'.join(args.pooling)}"
+    if args.by_family:
+        tag += "-sample"  # only the sampled train rows and test: the whole train split is for the designs below
     cache = os.path.join(args.output, f"features-{tag}{'-' + os.path.basename(args.splits_from) if args.splits_from else ''}.npz")
     names = {}
     if os.path.isfile(cache):
@@ -249,15 +258,18 @@ def main():
         if "train_full" in feats:  # the sample may differ from the run that saved them (--train-per-source)
             feats["train"] = feats["train_full"][sample]
     else:
-        if args.backbone == "dinov2-vits14" and args.splits_from:
+        read = dict(layers=args.layers, pooling=args.pooling)
+        if args.backbone == "dinov2-vits14" and args.by_family:
+            feats = {name: dinov2_features(splits[name], name, **read) for name in ("train", "test")}
+        elif args.backbone == "dinov2-vits14" and args.splits_from:
             # The cache holds the whole train split (train.cached's); the sample is a selection of it. The whole
             # split and validation are kept for the family-aware designs below.
-            feats = {"train_full": dinov2_features(full["train"], "train"),
-                     "validation": dinov2_features(full["validation"], "validation"),
-                     "test": dinov2_features(splits["test"], "test")}
+            feats = {"train_full": dinov2_features(full["train"], "train", **read),
+                     "validation": dinov2_features(full["validation"], "validation", **read),
+                     "test": dinov2_features(splits["test"], "test", **read)}
             feats["train"] = feats["train_full"][sample]
         elif args.backbone == "dinov2-vits14":
-            feats = {name: dinov2_features(splits[name], name) for name in ("train", "test")}
+            feats = {name: dinov2_features(splits[name], name, **read) for name in ("train", "test")}
         else:
             feats = {name: stage_features(splits[name], args.image_size) for name in ("train", "test")}
         np.savez(cache, **feats)
