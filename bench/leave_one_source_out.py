@@ -245,11 +245,14 @@ def main():
     sample = np.sort(np.concatenate([rng.permutation(np.flatnonzero(sources == s))[:args.train_per_source]
                                      for s in sorted(set(sources))]))
     splits["train"] = splits["train"].select(sample)
-    tag = f"{args.image_size}" if args.backbone == "efficientnet-lite2" else args.backbone
-    if args.backbone == "dinov2-vits14" and (args.layers, args.pooling) != ([9, 10, 11], ["cls", "mean"]):
+    dinov2 = args.backbone == "dinov2-vits14"
+    # The family-aware designs (not --by-family) read a finished run's whole train split and validation too.
+    whole_split = dinov2 and args.splits_from and not args.by_family
+    tag = args.backbone if dinov2 else f"{args.image_size}"
+    if dinov2 and (args.layers, args.pooling) != ([9, 10, 11], ["cls", "mean"]):
         tag += f"-{'-'.join(map(str, args.layers))}-{'-'.join(args.pooling)}"
-    if args.by_family:
-        tag += "-sample"  # only the sampled train rows and test: the whole train split is for the designs below
+    if dinov2 and args.splits_from and args.by_family:
+        tag += "-sample"  # only the sampled train rows and test, not the whole split a run's other cache holds
     cache = os.path.join(args.output, f"features-{tag}{'-' + os.path.basename(args.splits_from) if args.splits_from else ''}.npz")
     names = {}
     if os.path.isfile(cache):
@@ -259,16 +262,14 @@ def main():
             feats["train"] = feats["train_full"][sample]
     else:
         read = dict(layers=args.layers, pooling=args.pooling)
-        if args.backbone == "dinov2-vits14" and args.by_family:
-            feats = {name: dinov2_features(splits[name], name, **read) for name in ("train", "test")}
-        elif args.backbone == "dinov2-vits14" and args.splits_from:
+        if whole_split:
             # The cache holds the whole train split (train.cached's); the sample is a selection of it. The whole
             # split and validation are kept for the family-aware designs below.
             feats = {"train_full": dinov2_features(full["train"], "train", **read),
                      "validation": dinov2_features(full["validation"], "validation", **read),
                      "test": dinov2_features(splits["test"], "test", **read)}
             feats["train"] = feats["train_full"][sample]
-        elif args.backbone == "dinov2-vits14":
+        elif dinov2:
             feats = {name: dinov2_features(splits[name], name, **read) for name in ("train", "test")}
         else:
             feats = {name: stage_features(splits[name], args.image_size) for name in ("train", "test")}

@@ -313,7 +313,7 @@ def load_members(path):
     if config.get("model_type") != DeepfakeEnsembleConfig.model_type or (
             len(config["members"]) == 1 and "probe" in config["members"][0]):
         return [(*load_member(path, config), trained_sources(path))]
-    ensemble = DeepfakeEnsembleForImageClassification.from_pretrained(path).float()
+    ensemble = DeepfakeEnsembleForImageClassification.from_pretrained(path)  # float32, as load_member's probes
     gated = {g["member"]: g for g in config.get("gates") or []}
     members = []
     for i, (module, spec) in enumerate(zip(ensemble.members, config["members"])):
