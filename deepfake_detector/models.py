@@ -112,13 +112,14 @@ def scaled_args(name, width):
 
 
 def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, width=1.0, members=None, combine="logits",
-                 flip_tta=False, gate=False, drop_rate=None, init_from=None):
-    """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids);
-    `init_from` starts a model from a trained folder of the same kind and width instead."""
+                 flip_tta=False, gate=False, drop_rate=None, init_from=None, drop_members=()):
+    """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids), less the
+    members that came from `drop_members`; `init_from` starts a model from a trained folder of the same kind and
+    width instead."""
     if name == ENSEMBLE:
         if pretrained:
             raise DataError("--pretrained does not apply to the ensemble: its members bring their own weights.")
-        return create_ensemble(members or [], combine=combine, flip_tta=flip_tta, gate=gate)
+        return create_ensemble(members or [], combine=combine, flip_tta=flip_tta, gate=gate, drop=drop_members)
     if name not in MODELS:
         raise DataError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}.")
     if pretrained and width != 1.0:
@@ -214,11 +215,19 @@ def _cache(converted, cached):
     return converted
 
 
-def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=False):
+def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=False, drop=()):
     """An ensemble of the trained folders (or Hub ids) in `member_paths`, combiner untrained. A folder that is itself
     an ensemble (a shipped `models/ensemble`) contributes its members as they are, so a new member joins a shipped
-    ensemble without the runs that trained the old ones (`python -m train.stack --members models/ensemble RUN`)."""
+    ensemble without the runs that trained the old ones (`python -m train.stack --members models/ensemble RUN`), or
+    replaces one of them: `drop` names the runs (each member's `source` in config.json) whose members to leave out
+    (`--drop-members runs/OLD`)."""
     members = [member for path in member_paths for member in load_members(path)]
+    sources = [spec["source"] for _, spec, _, _ in members]
+    unknown = [source for source in drop if source not in sources]
+    if unknown:
+        raise DataError(f"--drop-members {' '.join(unknown)}: no member came from there; the members came from "
+                        f"{', '.join(sources)}.")
+    members = [member for member in members if member[1]["source"] not in drop]
     if len(members) < 2:
         raise DataError("The ensemble needs --members with at least two trained model folders "
                         "(e.g. --members runs/tuned-cnn runs/xception).")

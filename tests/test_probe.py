@@ -296,6 +296,16 @@ def test_a_saved_ensemble_among_members_brings_its_members_weights_and_gates(run
         for (name, a), (_, b) in zip(old.state_dict().items(), new.state_dict().items()):
             torch.testing.assert_close(b, a, msg=name)  # the members as shipped, only the combiner refitted
     assert after.combiner.in_features == 3 * 2 + 2 * (3 * 2) + 2  # logits; every logit times each g; the g
+    # a member is replaced by leaving out the run it came from: here the narrow CNN, by the middle probe
+    replaced = str(tmp_path / "replaced")
+    assert stack_main([*common, "--members", grown, "--drop-members", narrow, "--gate", "--output", replaced]) == 0
+    model = load_pipeline(replaced).model
+    assert [m["source"] for m in model.config.members] == [probe, middle]
+    assert model.config.gates == [{"member": 1, "probe": 0, "classes": [0, 1, 2, 3]}]
+    capsys.readouterr()
+    assert stack_main([*common, "--members", grown, "--drop-members", cnn, "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == (f"train.stack: error: --drop-members {cnn}: no member came from "
+                                               f"there; the members came from {probe}, {narrow}, {middle}.")
     # gating needs every member's sources: an ensemble stacked without gates does not record its CNN's
     plain = str(tmp_path / "plain")
     assert stack_main([*common, "--members", probe, cnn, "--output", plain]) == 0

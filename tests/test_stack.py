@@ -4,6 +4,7 @@
 """
 
 import csv
+import importlib.util
 import json
 import os
 
@@ -14,8 +15,11 @@ from deepfake_detector.images import load_image
 from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 from helpers import make_image_folder
 from train.loop import main as train_main
-from train.stack import fit_split, main
+import torch
 
+from train.stack import cross_fit, fit_combiner, fit_split, fold_split, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "48", "--width", "0.25", "--batch-size", "8", "--num-workers", "0"]
 
 
@@ -41,12 +45,85 @@ def test_the_fit_share_is_taken_from_every_source_and_label():
             assert group[fit].sum() == group.sum() // 2
 
 
+def test_folds_deal_out_every_source_and_label_evenly():
+    labels = np.array([0] * 10 + [1] * 10 + [0] * 4 + [1] * 2)
+    sources = np.array(["a"] * 20 + ["b"] * 6)
+    fold = fold_split(labels, sources, 3, seed=0)
+    assert sorted(set(fold)) == [0, 1, 2]
+    for source in "ab":
+        for label in (0, 1):
+            counts = np.bincount(fold[(sources == source) & (labels == label)], minlength=3)
+            assert counts.max() - counts.min() <= 1
+    assert list(fold) == list(fold_split(labels, sources, 3, seed=0)) != list(fold_split(labels, sources, 3, seed=1))
+
+
+def test_out_of_fold_logits_come_from_a_combiner_that_never_saw_the_row():
+    torch.manual_seed(0)
+    x = torch.randn(60, 4)
+    y = (x[:, 0] + 0.5 * torch.randn(60) > 0).long()
+    fold = np.arange(60) % 3
+    combiner = torch.nn.Linear(4, 2)
+    init = {k: v.clone() for k, v in combiner.state_dict().items()}
+    logits = cross_fit(combiner, x, y, fold, l2=1e-3)
+    for k, v in combiner.state_dict().items():
+        torch.testing.assert_close(v, init[k])  # the combiner itself is left for the fit on every row
+    for k in range(3):
+        alone = torch.nn.Linear(4, 2)
+        alone.load_state_dict(init)
+        fit_combiner(alone, x[fold != k], y[fold != k], 1e-3)
+        with torch.no_grad():
+            torch.testing.assert_close(logits[fold == k], alone(x[fold == k]))
+    fit_combiner(combiner, x, y, 1e-3)
+    with torch.no_grad():
+        assert not torch.allclose(logits, combiner(x))  # in-sample logits are not out of fold
+
+
+@pytest.mark.slow
+def test_a_cross_fitted_stack_calibrates_on_all_of_validation_out_of_fold(members, tmp_path, capsys):
+    data, folders = members
+    output = str(tmp_path / "ensemble")
+    common = ["--data", *data, "--model", "ensemble", "--members", *folders, "--splits-from", folders[0],
+              "--batch-size", "8", "--num-workers", "0", "--robustness", "jpeg_q75", "--cache-dir", str(tmp_path / "c")]
+    assert main([*common, "--folds", "3", "--output", output]) == 0
+    out, err = capsys.readouterr()
+    assert "out of fold (3 folds)" in out and "members on validation" in err
+    # the members' scores were kept: stacking them again (here without folds) does not run them
+    again = str(tmp_path / "again")
+    assert main([*common, "--output", again]) == 0
+    assert "members on" not in capsys.readouterr().err
+    # bench/stack_fitting.py compares the two fits from that cache, with the figures the runs wrote
+    spec = importlib.util.spec_from_file_location("stack_fitting", os.path.join(ROOT, "bench", "stack_fitting.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--members", *folders, "--splits-from", folders[0], "--folds", "0", "3", "--sources", "a", "b",
+                "--cache-dir", str(tmp_path / "c"), "--batch-size", "8"])
+    out, err = capsys.readouterr()
+    assert "members on" not in err
+    printed = {line.split("  ")[0]: line for line in out.splitlines()}
+    for name, run in (("split 0.5 / 0.5", again), ("cross-fitted, 3 folds", output)):
+        test = json.load(open(os.path.join(run, "metrics.json")))["test"]
+        assert printed[name].split()[len(name.split())] == f"{test['accuracy']:.3f}", printed[name]
+    splits = json.load(open(os.path.join(output, "splits.json")))["rows"]
+    members_splits = json.load(open(os.path.join(folders[0], "splits.json")))["rows"]
+    assert splits["validation"]["file"] == members_splits["validation"]["file"]  # all of it, none set aside
+    assert splits["test"]["file"] == members_splits["test"]["file"]
+    classifier = load_pipeline(output)
+    with open(os.path.join(output, "test_predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    reloaded = pipeline_fake_probability(classifier, [load_image(row["file"]) for row in rows])
+    np.testing.assert_allclose(reloaded, [float(row["fake_probability"]) for row in rows], atol=1e-5)
+    assert main([*common, "--folds", "1", "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().endswith("--folds takes 2 or more folds (or 0 for the --fit-fraction "
+                                                    "split), not 1.")
+
+
 @pytest.mark.slow
 def test_a_stacked_ensemble_is_scored_on_the_members_test_split_and_reloads(members, tmp_path):
     data, folders = members
     output = str(tmp_path / "ensemble")
     argv = ["--data", *data, "--model", "ensemble", "--members", *folders, "--flip-tta", "--splits-from", folders[0],
-            "--output", output, "--batch-size", "8", "--num-workers", "0", "--robustness", "jpeg_q75"]
+            "--output", output, "--batch-size", "8", "--num-workers", "0", "--robustness", "jpeg_q75",
+            "--cache-dir", str(tmp_path / "cache")]
     assert main(argv) == 0
     metrics = json.load(open(os.path.join(output, "metrics.json")))
     member = json.load(open(os.path.join(folders[0], "metrics.json")))

@@ -268,6 +268,14 @@ def test_temperature_scaling_recovers_a_known_temperature():
     assert after < 0.02 < before
 
 
+def test_a_temperature_the_optimiser_cannot_find_is_the_better_bound_not_nan():
+    # four validation rows (a fixture's): every one leans fake, so NLL falls as T grows without end; LBFGS gave NaN
+    logits = np.array([[0.1509, -0.1509], [0.0520, -0.0520], [0.2967, -0.2967], [0.1069, -0.1069]])
+    assert ev.fit_temperature(logits, np.array([0, 1, 0, 1])) == 20.0
+    separable = np.array([[1.0, -1.0], [2.0, -2.0], [-1.0, 1.0], [-3.0, 3.0]])
+    assert ev.fit_temperature(separable, np.array([0, 0, 1, 1])) == 0.05  # the sharpest allowed
+
+
 def test_thresholds_and_verdicts():
     labels = np.array([0] * 50 + [1] * 50)
     p_fake = np.concatenate([np.linspace(0.55, 1.0, 50), np.linspace(0.0, 0.6, 50)])
@@ -373,7 +381,7 @@ def test_a_run_on_a_hub_dataset_cannot_be_rescored_from_its_splits(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--model", "tuned-cnn", "--flip-tta"], "--members and --flip-tta only apply to --model ensemble."),
+    (["--model", "tuned-cnn", "--flip-tta"], "--members, --drop-members and --flip-tta only apply to --model ensemble."),
     (["--model", "ensemble", "--members", "a", "b", "--crop-pct", "0.5"], "--crop-pct does not apply to the ensemble"),
     (["--model", "tuned-cnn", "--crop-pct", "1.5"], "--crop-pct takes a share of the image between 0 and 1"),
     (["--model", "tuned-cnn", "--augment-self-blend", "-1"], "--augment-self-blend takes a share of the real images"),

@@ -96,6 +96,9 @@ class ModelArguments:
                 "weights: to continue training, e.g. at a larger --image-size"})
     members: list[str] = field(default_factory=list, metadata={
         "action": "extend", "help": "Ensemble only: trained model folders or Hub ids to combine"})
+    drop_members: list[str] = field(default_factory=list, metadata={
+        "action": "extend", "help": "Ensemble only: leave out the members a saved ensemble among --members took from "
+                                    "these runs (their `source` in its config.json), e.g. to replace one"})
     combine: str = field(default="logits", metadata={
         "help": "Ensemble only: learn the combination over the members' logits or their pooled features"})
     flip_tta: bool = field(default=False, metadata={
@@ -107,11 +110,11 @@ class ModelArguments:
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise DataError(f"Unknown model {self.model!r}: choose one of {', '.join(MODEL_NAMES)}.")
-        if self.model == ENSEMBLE and len(self.members) < 2:
+        if self.model == ENSEMBLE and not self.members:  # a saved ensemble alone brings several: counted when loaded
             raise DataError("--model ensemble needs --members with at least two trained model folders "
                             "(e.g. --members runs/tuned-cnn runs/xception).")
-        if self.model != ENSEMBLE and (self.members or self.flip_tta):
-            raise DataError("--members and --flip-tta only apply to --model ensemble.")
+        if self.model != ENSEMBLE and (self.members or self.flip_tta or self.drop_members):
+            raise DataError("--members, --drop-members and --flip-tta only apply to --model ensemble.")
         if self.model == ENSEMBLE and self.crop_pct is not None:
             raise DataError("--crop-pct does not apply to the ensemble: it takes its members' preprocessing.")
         if self.init_from and (self.pretrained or self.model == ENSEMBLE):

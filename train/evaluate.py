@@ -112,7 +112,11 @@ def fit_temperature(logits, labels):
         return loss
 
     optimizer.step(closure)
-    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
+    # LBFGS can run off to T = 0 or infinity (NaN) where validation is tiny or one-sided: then take the better bound
+    found = log_t.exp().item()
+    candidates = [0.05, 20.0] + ([float(np.clip(found, 0.05, 20.0))] if np.isfinite(found) else [])
+    with torch.no_grad():
+        return min(candidates, key=lambda t: float(torch.nn.functional.cross_entropy(logits / t, labels)))
 
 
 def fake_probability_of(logits, temperature=1.0):

@@ -16,9 +16,16 @@ through the ensemble itself (its resizing, its flips), and
   2. the rest of validation is the ensemble's validation split: finish() (train/loop.py) fits the temperature and
      the verdict thresholds there, then scores test, robustness and writes the Hub folder, as for every run.
 
-So the test split is never seen, and neither half of validation is used twice.
+So the test split is never seen, and neither half of validation is used twice. With `--folds K` the combiner learns
+from all of validation instead (cross-fitting, as scikit-learn's stacking does): K combiners, each fitted on K-1
+folds, score the fold left out; finish() calibrates on those out-of-fold scores, and the combiner shipped is fitted
+on every validation row. A member that matters on a few sources (a specialist, gated) then has its weight set by
+twice the rows: ciplab has ~120 validation faces, half of them under the default split.
 """
 
+import copy
+import hashlib
+import json
 import os
 import sys
 import time
@@ -46,13 +53,18 @@ from train.loop import BEST, CHECKPOINT, RUN_CONFIG, check_output, cpu_state_dic
 class StackArguments:
     fit_fraction: float = field(default=0.5, metadata={
         "help": "Share of the validation split the combiner is fitted on; the rest calibrates and sets thresholds"})
+    folds: int = field(default=0, metadata={
+        "help": "Cross-fit the combiner over all of validation instead of --fit-fraction of it: K combiners fitted "
+                "on K-1 folds score the fold left out, the temperature and thresholds are set on those scores, and "
+                "the combiner shipped is fitted on every row (0 = off)"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty on the combiner's weights"})
     gate: bool = field(default=False, metadata={
         "help": "Gate every trained member by the feature probe among --members: the combiner also reads all "
                 "members' logits times g, the probe's probability that the image comes from that member's own "
                 "training sources, and g: one combination where the member knows the data, another elsewhere"})
     cache_dir: str = field(default=CACHE, metadata={
-        "help": "train.cached's activation cache, where a feature probe member's activations are read"})
+        "help": "train.cached's activation cache, where a feature probe member's activations are read and the "
+                "members' scores on validation and test are kept"})
 
 
 def main(argv=None):
@@ -133,6 +145,49 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=No
     return torch.cat(parts), labels
 
 
+def combiner_inputs(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=None):
+    """member_logits(), kept in `cache_dir` under a digest of the members' weights, the ensemble's layout and the
+    rows: stacking the same members again (another --folds, --l2, or bench/combiner_variants.py) costs seconds."""
+    digest = hashlib.sha1(json.dumps([ensemble.config.members, ensemble.config.gates, ensemble.config.flip_tta,
+                                      ensemble.combiner.in_features, reencode, name,
+                                      rows.remove_columns([c for c in rows.column_names if c == "image"]).to_dict()],
+                                     sort_keys=True, default=str).encode())
+    for key, value in ensemble.state_dict().items():
+        if not key.startswith("combiner."):
+            digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
+    path = os.path.join(cache_dir, "combiner-inputs", f"{digest.hexdigest()[:20]}.pt")
+    if os.path.isfile(path):
+        saved = torch.load(path)
+        return saved["x"], saved["y"]
+    x, y = member_logits(ensemble, rows, train_args, name, cache_dir, reencode)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"x": x, "y": y}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never a half-written file under the name a later run reads
+    return x, y
+
+
+def fold_split(labels, sources, folds, seed):
+    """A fold number per row: every (source, label) group dealt out over the folds in a seeded order."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=int)
+    for group in sorted(set(zip(sources, labels))):
+        rows = rng.permutation(np.flatnonzero((sources == group[0]) & (labels == group[1])))
+        fold[rows] = (np.arange(len(rows)) + rng.integers(folds)) % folds  # small groups: not always fold 0
+    return fold
+
+
+def cross_fit(combiner, x, y, fold, l2):
+    """Out-of-fold logits of `combiner` fitted on the other folds, one fold at a time, each from its init."""
+    logits = torch.empty(len(y), combiner.out_features)
+    for k in np.unique(fold):
+        held = torch.as_tensor(fold == k)
+        part = copy.deepcopy(combiner)
+        fit_combiner(part, x[~held], y[~held], l2)
+        with torch.no_grad():
+            logits[held] = part(x[held])
+    return logits
+
+
 def _sees_input(spec, config):
     return all(spec["data_config"][k] == config[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct"))
 
@@ -162,6 +217,8 @@ def run(data_args, model_args, train_args, stack_args, command=""):
                         "images none of them trained on.")
     if not 0 < stack_args.fit_fraction < 1:
         raise DataError(f"--fit-fraction takes a share between 0 and 1, not {stack_args.fit_fraction}.")
+    if stack_args.folds == 1 or stack_args.folds < 0:
+        raise DataError(f"--folds takes 2 or more folds (or 0 for the --fit-fraction split), not {stack_args.folds}.")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     work, final = output_paths(train_args.output)
     run_config = {**as_dict(data_args, model_args, train_args, stack_args), "command": command}
@@ -169,25 +226,37 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     set_seed(train_args.seed)
     splits, scrub_report, counts = splits_from_run(data_args.splits_from, guard=resolve_guard(data_args.guard),
                                                    processes=data_args.preprocess_workers)
-    model = create_model(ENSEMBLE, members=model_args.members, combine="logits", flip_tta=model_args.flip_tta,
-                         gate=stack_args.gate).eval()
+    model = create_model(ENSEMBLE, members=model_args.members, drop_members=model_args.drop_members, combine="logits",
+                         flip_tta=model_args.flip_tta, gate=stack_args.gate).eval()
     config = data_config_of(model)
-    fit, rest = fit_split(np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"]),
-                          stack_args.fit_fraction, train_args.seed)
-    if not len(fit) or not len(rest):
-        raise DataError(f"the members' validation split ({len(fit) + len(rest)} images) is too small to share "
-                        f"between fitting the combiner and calibrating it: train the members on more images, or "
-                        f"change --fit-fraction ({stack_args.fit_fraction}).")
+    labels, sources = np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"])
+    if stack_args.folds:  # every row fits the shipped combiner, and is calibrated out of fold
+        if len(labels) < 2 * stack_args.folds:
+            raise DataError(f"the members' validation split ({len(labels)} images) is too small for --folds "
+                            f"{stack_args.folds}: pass fewer folds, or train the members on more images.")
+        fit = rest = np.arange(len(labels))
+    else:
+        fit, rest = fit_split(labels, sources, stack_args.fit_fraction, train_args.seed)
+        if not len(fit) or not len(rest):
+            raise DataError(f"the members' validation split ({len(labels)} images) is too small to share "
+                            f"between fitting the combiner and calibrating it: train the members on more images, "
+                            f"or change --fit-fraction ({stack_args.fit_fraction}).")
     start = time.time()
     reencode = data_args.reencode_jpeg
-    x_val, y_val = member_logits(model, splits["validation"], train_args, "validation", stack_args.cache_dir, reencode)
-    x_test, y_test = member_logits(model, splits["test"], train_args, "test", stack_args.cache_dir, reencode)
+    x_val, y_val = combiner_inputs(model, splits["validation"], train_args, "validation", stack_args.cache_dir, reencode)
+    x_test, y_test = combiner_inputs(model, splits["test"], train_args, "test", stack_args.cache_dir, reencode)
     scored_s = time.time() - start
+    if stack_args.folds:
+        fold = fold_split(labels, sources, stack_args.folds, train_args.seed)
+        out_of_fold = cross_fit(model.combiner, x_val, y_val, fold, stack_args.l2).numpy()
     fit_loss = fit_combiner(model.combiner, x_val[fit], y_val[fit], stack_args.l2)
     with torch.no_grad():
         val_logits, test_logits = model.combiner(x_val[rest]).numpy(), model.combiner(x_test).numpy()
+    if stack_args.folds:
+        val_logits = out_of_fold
     val = ev.classification_metrics(y_val[rest].numpy(), ev.fake_probability_of(val_logits))
-    print(f"combiner fitted on {len(fit)} validation images (loss {fit_loss:.4f}); on the other {len(rest)}: "
+    scored_on = (f"out of fold ({stack_args.folds} folds)" if stack_args.folds else f"on the other {len(rest)}")
+    print(f"combiner fitted on {len(fit)} validation images (loss {fit_loss:.4f}); {scored_on}: "
           f"accuracy {val['accuracy']:.4f}, AUC {val['auc']:.4f}; weights {model.combiner.weight.detach().numpy().round(3).tolist()}")
 
     os.makedirs(os.path.join(work, CHECKPOINT))
@@ -196,7 +265,7 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     splits = {**splits, "validation": splits["validation"].select(rest)}
     datasets = {name: ImageDataset(rows, config, reencode_quality=reencode) for name, rows in splits.items()}
     state = {"epoch": 1, "best_epoch": 1, "best_score": val["auc"], "stale_epochs": 0, "train_seconds": scored_s,
-             "train_images": len(splits["validation"]) + len(fit) + len(splits["test"]),
+             "train_images": len(labels) + len(splits["test"]),
              "history": [{"epoch": 1, "train_loss": fit_loss, "val_loss": float(torch.nn.functional.cross_entropy(
                  torch.as_tensor(val_logits), y_val[rest])), "val_accuracy": val["accuracy"], "val_auc": val["auc"],
                  "lr": 1.0, "seconds": time.time() - start}]}

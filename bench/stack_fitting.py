@@ -1,0 +1,92 @@
+"""How the stacked ensemble's combiner is fitted, compared on the same members and rows: the --fit-fraction split of
+validation (half fits the combiner, half calibrates) against cross-fitting over K folds (`train.stack --folds K`:
+every validation row fits it, calibration on out-of-fold scores).
+
+    python bench/stack_fitting.py --members models/ensemble runs/NEW --drop-members runs/OLD \\
+        --splits-from models/ensemble --gate --folds 0 5 10
+
+The members' scores on validation and test come from train.stack's cache (`combiner_inputs`: a stack run of the
+same members filled it, or this fills it for that run), so each variant costs seconds. Per variant, on the test rows,
+as finish() computes them for a run: accuracy and AUC on all rows, the six sets' and the pool's; ECE after
+temperature; the share "uncertain" at the thresholds chosen on the calibration rows and how often the committed
+verdicts are right; accuracy per source for the sources named by --sources.
+"""
+
+import argparse
+
+import numpy as np
+import torch
+
+from deepfake_detector.models import ENSEMBLE, create_model
+from train import evaluate as ev
+from train.cached import CACHE
+from train.data import splits_from_run
+from train.stack import combiner_inputs, cross_fit, fit_combiner, fit_split, fold_split
+
+SIX = ["faces140k", "faces140k-extra", "ciplab", "stylegan2-thumbs", "lfw-faceswap", "sd-people"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", nargs="+", required=True)
+    parser.add_argument("--drop-members", nargs="*", default=[])
+    parser.add_argument("--splits-from", required=True, help="the run whose validation and test rows score them")
+    parser.add_argument("--gate", action="store_true", help="as train.stack --gate")
+    parser.add_argument("--folds", nargs="+", type=int, default=[0, 5], help="0 = the --fit-fraction split")
+    parser.add_argument("--fit-fraction", type=float, default=0.5)
+    parser.add_argument("--l2", type=float, default=1e-3, help="as train.stack's --l2")
+    parser.add_argument("--sources", nargs="+", default=SIX, help="sources whose test accuracy is printed")
+    parser.add_argument("--cache-dir", default=CACHE)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    model = create_model(ENSEMBLE, members=args.members, drop_members=args.drop_members, gate=args.gate).eval()
+    splits, _, _ = splits_from_run(args.splits_from)
+    loader_args = argparse.Namespace(batch_size=args.batch_size, num_workers=1)
+    x_val, y_val = combiner_inputs(model, splits["validation"], loader_args, "validation", args.cache_dir)
+    x_test, y_test = combiner_inputs(model, splits["test"], loader_args, "test", args.cache_dir)
+    labels, sources = y_val.numpy(), np.asarray(splits["validation"]["source"])
+    test_sources, y = np.asarray(splits["test"]["source"]), y_test.numpy()
+    six = np.isin(test_sources, SIX)
+    print(f"{len(model.members)} members ({', '.join(m['source'] for m in model.config.members)}); "
+          f"{model.combiner.in_features} combiner inputs; {len(labels)} validation rows, {len(y)} test rows "
+          f"({six.sum()} of the six sets)")
+    print(f"{'variant':28s} {'all':>13s} {'six sets':>13s} {'pool':>13s} {'ECE':>6s} {'uncertain':>9s} {'right':>6s}  "
+          + " ".join(f"{s[:12]:>12s}" for s in args.sources))
+    init = {k: v.clone() for k, v in model.combiner.state_dict().items()}
+    for folds in args.folds:
+        model.combiner.load_state_dict(init)
+        if folds:
+            calibrate = np.arange(len(labels))
+            val_logits = cross_fit(model.combiner, x_val, y_val, fold_split(labels, sources, folds, args.seed),
+                                   args.l2).numpy()
+            fit_combiner(model.combiner, x_val, y_val, args.l2)
+            name = f"cross-fitted, {folds} folds"
+        else:
+            fit, calibrate = fit_split(labels, sources, args.fit_fraction, args.seed)
+            fit_combiner(model.combiner, x_val[fit], y_val[fit], args.l2)
+            with torch.no_grad():
+                val_logits = model.combiner(x_val[calibrate]).numpy()
+            name = f"split {args.fit_fraction:g} / {1 - args.fit_fraction:g}"
+        with torch.no_grad():
+            test_logits = model.combiner(x_test).numpy()
+        temperature = ev.fit_temperature(val_logits, labels[calibrate])
+        p = ev.fake_probability_of(test_logits, temperature)
+        thresholds = ev.choose_thresholds(labels[calibrate], ev.fake_probability_of(val_logits, temperature))
+        verdicts = ev.verdict_metrics(y, p, thresholds)
+
+        def cell(mask):
+            if not mask.any():
+                return "–"
+            m = ev.classification_metrics(y[mask], p[mask])
+            return f"{m['accuracy']:.3f} / {m['auc']:.3f}"
+
+        per = " ".join(f"{cell(test_sources == s).split(' / ')[0]:>12s}" for s in args.sources)
+        print(f"{name:28s} {cell(six | ~six):>13s} {cell(six):>13s} {cell(~six):>13s} "
+              f"{ev.expected_calibration_error(y, p):6.3f} {verdicts['uncertain_share']:9.1%} "
+              f"{verdicts['committed_accuracy']:6.1%}  {per}")
+
+
+if __name__ == "__main__":
+    main()
