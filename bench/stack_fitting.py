@@ -2,17 +2,21 @@
 validation (half fits the combiner, half calibrates) against cross-fitting over K folds (`train.stack --folds K`:
 every validation row fits it, calibration on out-of-fold scores).
 
-    python bench/stack_fitting.py --members models/ensemble runs/NEW --drop-members runs/OLD \\
-        --splits-from models/ensemble --gate --folds 0 5 10
+    python bench/stack_fitting.py --members models/ensemble runs/NEW --splits-from models/ensemble --gate \\
+        --folds 0 5 10 --leave-out runs/NEW --leave-out runs/OLD
 
 The members' scores on validation and test come from train.stack's cache (`combiner_inputs`: a stack run of the
-same members filled it, or this fills it for that run), so each variant costs seconds. Per variant, on the test rows,
+same members filled it, or this fills it for that run), so each variant costs seconds. Each `--leave-out` adds the
+same variants for the ensemble without the members from those runs (their combiner inputs are a subset of the
+whole ensemble's: their logits, and the gates of the members kept), so members can be compared without scoring
+the images once per set. Per variant, on the test rows,
 as finish() computes them for a run: accuracy and AUC on all rows, the six sets' and the pool's; ECE after
 temperature; the share "uncertain" at the thresholds chosen on the calibration rows and how often the committed
 verdicts are right; accuracy per source for the sources named by --sources.
 """
 
 import argparse
+import os
 
 import numpy as np
 import torch
@@ -35,6 +39,8 @@ def main(argv=None):
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 5], help="0 = the --fit-fraction split")
     parser.add_argument("--fit-fraction", type=float, default=0.5)
     parser.add_argument("--l2", type=float, default=1e-3, help="as train.stack's --l2")
+    parser.add_argument("--leave-out", nargs="+", action="append", default=[],
+                        help="also fit without the members from these runs (repeat for other sets)")
     parser.add_argument("--sources", nargs="+", default=SIX, help="sources whose test accuracy is printed")
     parser.add_argument("--cache-dir", default=CACHE)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -52,41 +58,70 @@ def main(argv=None):
     print(f"{len(model.members)} members ({', '.join(m['source'] for m in model.config.members)}); "
           f"{model.combiner.in_features} combiner inputs; {len(labels)} validation rows, {len(y)} test rows "
           f"({six.sum()} of the six sets)")
-    print(f"{'variant':28s} {'all':>13s} {'six sets':>13s} {'pool':>13s} {'ECE':>6s} {'uncertain':>9s} {'right':>6s}  "
+    print(f"{'variant':60s} {'all':>13s} {'six sets':>13s} {'pool':>13s} {'ECE':>6s} {'uncertain':>9s} {'right':>6s}  "
           + " ".join(f"{s[:12]:>12s}" for s in args.sources))
-    init = {k: v.clone() for k, v in model.combiner.state_dict().items()}
-    for folds in args.folds:
-        model.combiner.load_state_dict(init)
-        if folds:
-            calibrate = np.arange(len(labels))
-            val_logits = cross_fit(model.combiner, x_val, y_val, fold_split(labels, sources, folds, args.seed),
-                                   args.l2).numpy()
-            fit_combiner(model.combiner, x_val, y_val, args.l2)
-            name = f"cross-fitted, {folds} folds"
-        else:
-            fit, calibrate = fit_split(labels, sources, args.fit_fraction, args.seed)
-            fit_combiner(model.combiner, x_val[fit], y_val[fit], args.l2)
-            with torch.no_grad():
-                val_logits = model.combiner(x_val[calibrate]).numpy()
-            name = f"split {args.fit_fraction:g} / {1 - args.fit_fraction:g}"
+    for left_out in [[], *args.leave_out]:
+        for folds in args.folds:
+            show(model.config, left_out, folds, x_val, y_val, x_test, y, sources, test_sources, args)
+
+
+def kept_columns(config, left_out):
+    """The combiner inputs of the ensemble without the members from `left_out` (combiner_input()'s layout: every
+    member's logits, then per gate those logits times g, and g), and how many members are kept."""
+    n, k = len(config.members), config.num_labels
+    unknown = set(left_out) - {m["source"] for m in config.members}
+    if unknown:
+        raise SystemExit(f"--leave-out {' '.join(sorted(unknown))}: no member came from there")
+    kept = [i for i, m in enumerate(config.members) if m["source"] not in left_out]
+    logits = [i * k + c for i in kept for c in range(k)]
+    columns = list(logits)
+    for j, gate in enumerate(config.gates or []):
+        start = n * k + j * (n * k + 1)
+        if gate["member"] in kept and gate["probe"] in kept:
+            columns += [start + c for c in logits] + [start + n * k]
+    return columns, len(kept)
+
+
+def show(config, left_out, folds, x_val, y_val, x_test, y, sources, test_sources, args):
+    columns, n = kept_columns(config, left_out)
+    x_val, x_test, labels = x_val[:, columns], x_test[:, columns], y_val.numpy()
+    k = config.num_labels
+    combiner = torch.nn.Linear(len(columns), k)
+    with torch.no_grad():  # the plain average of the members' logits, as the ensemble's combiner starts
+        combiner.weight.zero_()
+        combiner.weight[:, :n * k].copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
+        combiner.bias.zero_()
+    if folds:
+        calibrate = np.arange(len(labels))
+        val_logits = cross_fit(combiner, x_val, y_val, fold_split(labels, sources, folds, args.seed), args.l2).numpy()
+        fit_combiner(combiner, x_val, y_val, args.l2)
+        name = f"cross-fitted, {folds} folds"
+    else:
+        fit, calibrate = fit_split(labels, sources, args.fit_fraction, args.seed)
+        fit_combiner(combiner, x_val[fit], y_val[fit], args.l2)
         with torch.no_grad():
-            test_logits = model.combiner(x_test).numpy()
-        temperature = ev.fit_temperature(val_logits, labels[calibrate])
-        p = ev.fake_probability_of(test_logits, temperature)
-        thresholds = ev.choose_thresholds(labels[calibrate], ev.fake_probability_of(val_logits, temperature))
-        verdicts = ev.verdict_metrics(y, p, thresholds)
+            val_logits = combiner(x_val[calibrate]).numpy()
+        name = f"split {args.fit_fraction:g} / {1 - args.fit_fraction:g}"
+    if left_out:
+        name += f" without {', '.join(os.path.basename(s.rstrip('/')) for s in left_out)}"
+    with torch.no_grad():
+        test_logits = combiner(x_test).numpy()
+    temperature = ev.fit_temperature(val_logits, labels[calibrate])
+    p = ev.fake_probability_of(test_logits, temperature)
+    thresholds = ev.choose_thresholds(labels[calibrate], ev.fake_probability_of(val_logits, temperature))
+    verdicts = ev.verdict_metrics(y, p, thresholds)
 
-        def cell(mask):
-            if not mask.any():
-                return "–"
-            m = ev.classification_metrics(y[mask], p[mask])
-            return f"{m['accuracy']:.3f} / {m['auc']:.3f}"
+    def cell(mask):
+        if not mask.any():
+            return "–"
+        m = ev.classification_metrics(y[mask], p[mask])
+        return f"{m['accuracy']:.3f} / {m['auc']:.3f}"
 
-        per = " ".join(f"{cell(test_sources == s).split(' / ')[0]:>12s}" for s in args.sources)
-        print(f"{name:28s} {cell(six | ~six):>13s} {cell(six):>13s} {cell(~six):>13s} "
-              f"{ev.expected_calibration_error(y, p):6.3f} {verdicts['uncertain_share']:9.1%} "
-              f"{verdicts['committed_accuracy']:6.1%}  {per}")
-
+    six = np.isin(test_sources, SIX)
+    per = " ".join(f"{cell(test_sources == s).split(' / ')[0]:>12s}" for s in args.sources)
+    print(f"{name:60s} {cell(six | ~six):>13s} {cell(six):>13s} {cell(~six):>13s} "
+          f"{ev.expected_calibration_error(y, p):6.3f} {verdicts['uncertain_share']:9.1%} "
+          f"{verdicts['committed_accuracy']:6.1%}  {per}")
 
 if __name__ == "__main__":
     main()
