@@ -112,11 +112,12 @@ def fit_temperature(logits, labels):
         return loss
 
     optimizer.step(closure)
-    # LBFGS can run off to T = 0 or infinity (NaN) where validation is tiny or one-sided: then take the better bound
     found = log_t.exp().item()
-    candidates = [0.05, 20.0] + ([float(np.clip(found, 0.05, 20.0))] if np.isfinite(found) else [])
+    if np.isfinite(found):
+        return float(np.clip(found, 0.05, 20.0))
+    # LBFGS ran off to T = 0 or infinity (NaN), as on a tiny or one-sided validation split: take the better bound
     with torch.no_grad():
-        return min(candidates, key=lambda t: float(torch.nn.functional.cross_entropy(logits / t, labels)))
+        return min([0.05, 20.0], key=lambda t: float(torch.nn.functional.cross_entropy(logits / t, labels)))
 
 
 def fake_probability_of(logits, temperature=1.0):
