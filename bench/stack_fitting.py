@@ -13,6 +13,11 @@ the images once per set. Per variant, on the test rows,
 as finish() computes them for a run: accuracy and AUC on all rows, the six sets' and the pool's; ECE after
 temperature; the share "uncertain" at the thresholds chosen on the calibration rows and how often the committed
 verdicts are right; accuracy per source for the sources named by --sources.
+
+`--route RUN RUN` asks what two gated specialists could do on their family (`--family`): a combiner of their logits
+fitted on the family's validation rows, tested with the family known, then with rows routed to it by the first
+one's gate (README, "A faces140k Lite2 trained to convergence"). A saved ensemble's members load from its float16
+weights, so the cache key of a stack over `models/ensemble RUN` differs from one over the shipped ensemble itself.
 """
 
 import argparse
@@ -42,6 +47,10 @@ def main(argv=None):
     parser.add_argument("--leave-out", nargs="+", action="append", default=[],
                         help="also fit without the members from these runs (repeat for other sets)")
     parser.add_argument("--sources", nargs="+", default=SIX, help="sources whose test accuracy is printed")
+    parser.add_argument("--route", nargs=2, metavar=("RUN", "RUN"), help="the gated members from these runs: also "
+                        "fit a combiner of their logits on --family's validation rows, tested with the family known "
+                        "and routed by the first one's gate (the shipped combiner elsewhere)")
+    parser.add_argument("--family", nargs="+", default=["faces140k", "faces140k-extra", "faces140k-demo"])
     parser.add_argument("--cache-dir", default=CACHE)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -63,6 +72,52 @@ def main(argv=None):
     for left_out in [[], *args.leave_out]:
         for folds in args.folds:
             show(model.config, left_out, folds, x_val, y_val, x_test, y, sources, test_sources, args)
+    if args.route:
+        route(model.config, x_val, y_val, x_test, y, sources, test_sources, args)
+
+
+def route(config, x_val, y_val, x_test, y, sources, test_sources, args):
+    """A combiner of two gated members' logits fitted on one family's validation rows: on that family's test rows
+    with the family known (an oracle), then with each test row routed to it when the first member's gate g > t."""
+    n, k = len(config.members), config.num_labels
+    members = [next(i for i, m in enumerate(config.members) if m["source"] == run) for run in args.route]
+    gate = next(j for j, g in enumerate(config.gates) if g["member"] == members[0])
+    g_val, g_test = x_val[:, n * k + gate * (n * k + 1) + n * k], x_test[:, n * k + gate * (n * k + 1) + n * k]
+    columns = [i * k + c for i in members for c in range(k)]
+    family_val, family_test = np.isin(sources, args.family), np.isin(test_sources, args.family)
+    shipped = torch.nn.Linear(x_val.shape[1], k)  # as the 10-fold stack fits it: on every validation row
+    torch.nn.init.zeros_(shipped.weight)
+    torch.nn.init.zeros_(shipped.bias)
+    fit_combiner(shipped, x_val, y_val, args.l2)
+
+    def expert(rows):
+        combiner = torch.nn.Linear(len(columns), k)
+        torch.nn.init.zeros_(combiner.weight)
+        torch.nn.init.zeros_(combiner.bias)
+        fit_combiner(combiner, x_val[rows][:, columns], y_val[rows], args.l2)
+        return combiner
+
+    def accuracies(p, rows):
+        """Accuracy per family source of `p`, P(fake) on the test rows `rows`."""
+        return " ".join(f"{s} {ev.classification_metrics(y[rows][test_sources[rows] == s], p[test_sources[rows] == s])['accuracy']:.3f}"
+                        for s in args.family if (test_sources[rows] == s).any())
+
+    print(f"gate of {args.route[0]} on the family's test rows: mean {g_test[family_test].mean():.3f}")
+    with torch.no_grad():
+        p = ev.fake_probability_of(expert(family_val)(x_test[family_test][:, columns]).numpy())
+    print(f"family known, a combiner of the two fitted on its {family_val.sum()} validation rows: "
+          + accuracies(p, family_test))
+    with torch.no_grad():
+        base = shipped(x_test).numpy()
+    for t in (0.3, 0.5, 0.7):
+        routed = (g_test > t).numpy()
+        logits = base.copy()
+        with torch.no_grad():
+            logits[routed] = expert((g_val > t).numpy())(x_test[routed][:, columns]).numpy()
+        p = ev.fake_probability_of(logits)
+        print(f"routed when g > {t}: {routed.sum()} test rows, {(routed & family_test).sum()} of the family's "
+              f"{family_test.sum()}; all {ev.classification_metrics(y, p)['accuracy']:.3f}, "
+              + accuracies(p, np.ones(len(y), bool)))
 
 
 def kept_columns(config, left_out):
