@@ -1,5 +1,6 @@
 """Tiny images and tiny models for the tests: nothing here reads ../shared or the network."""
 
+import importlib.util
 import json
 import os
 
@@ -9,6 +10,15 @@ from PIL import Image
 
 from deepfake_detector.layout import save_model
 from deepfake_detector.models import create_ensemble, create_model
+
+
+def load_bench(name):
+    """bench/NAME.py as a module (bench/ is scripts, not a package), to call its main(argv)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def face_like(rng, size=160, fake=False):

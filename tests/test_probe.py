@@ -21,7 +21,7 @@ from deepfake_detector.images import load_image
 from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 from deepfake_detector.modeling_deepfake_ensemble import FeatureProbe
 from deepfake_detector.models import create_model
-from helpers import make_image_folder
+from helpers import load_bench, make_image_folder
 from train.cached import Split
 from train.loop import main as train_main
 from train.probe import class_names, main
@@ -296,6 +296,14 @@ def test_a_saved_ensemble_among_members_brings_its_members_weights_and_gates(run
         for (name, a), (_, b) in zip(old.state_dict().items(), new.state_dict().items()):
             torch.testing.assert_close(b, a, msg=name)  # the members as shipped, only the combiner refitted
     assert after.combiner.in_features == 3 * 2 + 2 * (3 * 2) + 2  # logits; every logit times each g; the g
+    # bench/stack_fitting.py --route: the two gated members' combiner on source "a", known, then routed by the gate
+    capsys.readouterr()
+    load_bench("stack_fitting").main(["--members", grown, "--splits-from", cnn, "--gate", "--folds", "2", "--route",
+                                  narrow, middle, "--family", "a", "--cache-dir", cache, "--batch-size", "8"])
+    out = capsys.readouterr().out
+    assert f"gate of {narrow} on the family's test rows" in out
+    assert "family known, a combiner of the two fitted on its 4 validation rows: a " in out
+    assert out.count("routed when g > ") == 3
     # a member is replaced by leaving out the run it came from: here the narrow CNN, by the middle probe
     replaced = str(tmp_path / "replaced")
     assert stack_main([*common, "--members", grown, "--drop-members", narrow, "--gate", "--output", replaced]) == 0

@@ -4,7 +4,6 @@
 """
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -16,13 +15,12 @@ import pytest
 from deepfake_detector.images import load_image
 from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
-from helpers import make_image_folder
+from helpers import load_bench, make_image_folder
 from train.loop import main as train_main
 import torch
 
 from train.stack import cross_fit, fit_combiner, fit_split, fold_split, main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image-size", "48", "--width", "0.25", "--batch-size", "8", "--num-workers", "0"]
 
 
@@ -81,13 +79,6 @@ def test_out_of_fold_logits_come_from_a_combiner_that_never_saw_the_row():
         assert not torch.allclose(logits, combiner(x))  # in-sample logits are not out of fold
 
 
-def _stack_fitting():
-    spec = importlib.util.spec_from_file_location("stack_fitting", os.path.join(ROOT, "bench", "stack_fitting.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_leaving_members_out_keeps_the_combiner_inputs_a_smaller_ensemble_would_have():
     # bench/stack_fitting.py --leave-out: a gated ensemble's inputs without a member are columns of the whole one's
     torch.manual_seed(0)
@@ -100,10 +91,10 @@ def test_leaving_members_out_keeps_the_combiner_inputs_a_smaller_ensemble_would_
 
     config = SimpleNamespace(members=[{"source": s} for s in ("probe", "a", "b")], gates=gates, num_labels=2)
     whole = inputs(gates, logits)
-    columns, n = _stack_fitting().kept_columns(config, ["b"])
+    columns, n = load_bench("stack_fitting").kept_columns(config, ["b"])
     assert n == 2
     torch.testing.assert_close(whole[:, columns], inputs(gates[:1], logits[:2]))
-    columns, n = _stack_fitting().kept_columns(config, ["a"])
+    columns, n = load_bench("stack_fitting").kept_columns(config, ["a"])
     torch.testing.assert_close(whole[:, columns], inputs([{**gates[1], "member": 1}], [logits[0], logits[2]]))
 
 
@@ -121,7 +112,7 @@ def test_a_cross_fitted_stack_calibrates_on_all_of_validation_out_of_fold(member
     assert main([*common, "--output", again]) == 0
     assert "members on" not in capsys.readouterr().err
     # bench/stack_fitting.py compares the two fits from that cache, with the figures the runs wrote
-    bench = _stack_fitting()
+    bench = load_bench("stack_fitting")
     bench.main(["--members", *folders, "--splits-from", folders[0], "--folds", "0", "3", "--sources", "a", "b",
                 "--cache-dir", str(tmp_path / "c"), "--batch-size", "8"])
     out, err = capsys.readouterr()

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from deepfake_detector.images import load_image
 from deepfake_detector.inference import load_pipeline, pipeline_fake_probability, verdict
-from tests.helpers import make_image_folder
+from tests.helpers import load_bench, make_image_folder
 from train import evaluate as ev
 from train.data import load_sources, scrub
 from train.loop import main
@@ -397,18 +397,9 @@ def test_option_misuse_is_one_clear_line(capsys, tmp_path, flags, message):
 
 
 def test_score_models_scores_another_run_s_test_rows_and_writes_what_family_figures_reads(runs, tmp_path, capsys):
-    import importlib.util
-
-    def bench(name):
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        spec = importlib.util.spec_from_file_location(name, os.path.join(root, "bench", f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
     out = str(tmp_path / "scored")
-    bench("score_models").main([runs["tuned-cnn"], "--test-split-of", runs["xception"], "--exclude-source", "b",
-                                "--clean-only", "--predictions", out])
+    load_bench("score_models").main([runs["tuned-cnn"], "--test-split-of", runs["xception"], "--exclude-source",
+                                     "b", "--clean-only", "--predictions", out])
     with open(os.path.join(out, "test_predictions.csv")) as f:
         rows = list(csv.DictReader(f))
     theirs = json.load(open(os.path.join(runs["xception"], "splits.json")))["rows"]["test"]
@@ -417,6 +408,6 @@ def test_score_models_scores_another_run_s_test_rows_and_writes_what_family_figu
         lambda s: s == "a", input_columns="source"), degradations=("clean",))["fake_probability"]
     np.testing.assert_allclose([float(r["fake_probability"]) for r in rows], expected, atol=1e-6)
     capsys.readouterr()
-    bench("family_figures").main([out])
+    load_bench("family_figures").main([out])
     printed = capsys.readouterr().out
     assert f"{len(rows)}  " in printed.splitlines()[1] and "lowest family AUC" in printed
