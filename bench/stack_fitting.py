@@ -30,7 +30,7 @@ from deepfake_detector.models import ENSEMBLE, create_model
 from train import evaluate as ev
 from train.cached import CACHE
 from train.data import splits_from_run
-from train.stack import combiner_inputs, cross_fit, fit_combiner, fit_split, fold_split
+from train.stack import combiner_inputs, fit_combiner, fit_plan, fit_with_calibration
 
 SIX = ["faces140k", "faces140k-extra", "ciplab", "stylegan2-thumbs", "lfw-faceswap", "sd-people"]
 
@@ -82,7 +82,7 @@ def route(config, x_val, y_val, x_test, y, sources, test_sources, args):
     n, k = len(config.members), config.num_labels
     members = [next(i for i, m in enumerate(config.members) if m["source"] == run) for run in args.route]
     gate = next(j for j, g in enumerate(config.gates) if g["member"] == members[0])
-    g_val, g_test = x_val[:, n * k + gate * (n * k + 1) + n * k], x_test[:, n * k + gate * (n * k + 1) + n * k]
+    g_val, g_test = x_val[:, gate_start(n, k, gate) + n * k], x_test[:, gate_start(n, k, gate) + n * k]
     columns = [i * k + c for i in members for c in range(k)]
     family_val, family_test = np.isin(sources, args.family), np.isin(test_sources, args.family)
     shipped = torch.nn.Linear(x_val.shape[1], k)  # as the 10-fold stack fits it: on every validation row
@@ -120,6 +120,12 @@ def route(config, x_val, y_val, x_test, y, sources, test_sources, args):
               + accuracies(p, np.ones(len(y), bool)))
 
 
+def gate_start(n, k, j):
+    """The first combiner input of gate j (combiner_input()'s layout: n members' k logits each, then per gate those
+    logits times g, and g): g itself is n * k columns further."""
+    return n * k + j * (n * k + 1)
+
+
 def kept_columns(config, left_out):
     """The combiner inputs of the ensemble without the members from `left_out` (combiner_input()'s layout: every
     member's logits, then per gate those logits times g, and g), and how many members are kept."""
@@ -131,7 +137,7 @@ def kept_columns(config, left_out):
     logits = [i * k + c for i in kept for c in range(k)]
     columns = list(logits)
     for j, gate in enumerate(config.gates or []):
-        start = n * k + j * (n * k + 1)
+        start = gate_start(n, k, j)
         if gate["member"] in kept and gate["probe"] in kept:
             columns += [start + c for c in logits] + [start + n * k]
     return columns, len(kept)
@@ -146,17 +152,9 @@ def show(config, left_out, folds, x_val, y_val, x_test, y, sources, test_sources
         combiner.weight.zero_()
         combiner.weight[:, :n * k].copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
         combiner.bias.zero_()
-    if folds:
-        calibrate = np.arange(len(labels))
-        val_logits = cross_fit(combiner, x_val, y_val, fold_split(labels, sources, folds, args.seed), args.l2).numpy()
-        fit_combiner(combiner, x_val, y_val, args.l2)
-        name = f"cross-fitted, {folds} folds"
-    else:
-        fit, calibrate = fit_split(labels, sources, args.fit_fraction, args.seed)
-        fit_combiner(combiner, x_val[fit], y_val[fit], args.l2)
-        with torch.no_grad():
-            val_logits = combiner(x_val[calibrate]).numpy()
-        name = f"split {args.fit_fraction:g} / {1 - args.fit_fraction:g}"
+    fit, calibrate, fold = fit_plan(labels, sources, folds, args.fit_fraction, args.seed)
+    val_logits, _ = fit_with_calibration(combiner, x_val, y_val, fit, calibrate, fold, args.l2)
+    name = f"cross-fitted, {folds} folds" if folds else f"split {args.fit_fraction:g} / {1 - args.fit_fraction:g}"
     if left_out:
         name += f" without {', '.join(os.path.basename(s.rstrip('/')) for s in left_out)}"
     with torch.no_grad():

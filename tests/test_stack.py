@@ -6,19 +6,17 @@
 import csv
 import json
 import os
-
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from deepfake_detector.images import load_image
 from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 from helpers import load_bench, make_image_folder
 from train.loop import main as train_main
-import torch
-
 from train.stack import cross_fit, fit_combiner, fit_split, fold_split, main
 
 TINY = ["--image-size", "48", "--width", "0.25", "--batch-size", "8", "--num-workers", "0"]

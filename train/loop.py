@@ -86,7 +86,8 @@ def train(data_args, model_args, train_args, command=""):
 
     model = create_model(model_args.model, image_size=model_args.image_size, crop_pct=model_args.crop_pct,
                          pretrained=model_args.pretrained, width=model_args.width, members=model_args.members,
-                         drop_members=model_args.drop_members, combine=model_args.combine, flip_tta=model_args.flip_tta, drop_rate=model_args.drop_rate,
+                         drop_members=model_args.drop_members, combine=model_args.combine,
+                         flip_tta=model_args.flip_tta, drop_rate=model_args.drop_rate,
                          init_from=None if train_args.resume else model_args.init_from)
     config = data_config_of(model)
     # channels_last: 1.5x faster training for Xception's depthwise convolutions on CPU (measured), and the

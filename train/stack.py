@@ -147,7 +147,7 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=No
 
 def combiner_inputs(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=None):
     """member_logits(), kept in `cache_dir` under a digest of the members' weights, the ensemble's layout and the
-    rows: stacking the same members again (another --folds, --l2, or bench/combiner_variants.py) costs seconds."""
+    rows: stacking the same members again (another --folds, --l2, or bench/stack_fitting.py) costs seconds."""
     digest = hashlib.sha1(json.dumps([ensemble.config.members, ensemble.config.gates, ensemble.config.flip_tta,
                                       ensemble.combiner.in_features, reencode, name,
                                       rows.remove_columns([c for c in rows.column_names if c == "image"]).to_dict()],
@@ -174,6 +174,26 @@ def fold_split(labels, sources, folds, seed):
         rows = rng.permutation(np.flatnonzero((sources == group[0]) & (labels == group[1])))
         fold[rows] = (np.arange(len(rows)) + rng.integers(folds)) % folds  # small groups: not always fold 0
     return fold
+
+
+def fit_plan(labels, sources, folds, fit_fraction, seed):
+    """(rows the combiner is fitted on, rows that calibrate it, fold numbers or None): with `folds` every row does
+    both (calibrated out of fold), else `fit_fraction` of every (source, label) group fits and the rest calibrates."""
+    if folds:
+        every = np.arange(len(labels))
+        return every, every, fold_split(labels, sources, folds, seed)
+    return (*fit_split(labels, sources, fit_fraction, seed), None)
+
+
+def fit_with_calibration(combiner, x, y, fit, calibrate, fold, l2):
+    """Fit `combiner` on the rows `fit` and return (the logits it is calibrated with on the rows `calibrate`, the
+    fit's loss): out of fold where `fold` numbers folds, else the fitted combiner's own on the held-out rows."""
+    out_of_fold = None if fold is None else cross_fit(combiner, x, y, fold, l2).numpy()
+    loss = fit_combiner(combiner, x[fit], y[fit], l2)
+    if out_of_fold is not None:
+        return out_of_fold, loss
+    with torch.no_grad():
+        return combiner(x[calibrate]).numpy(), loss
 
 
 def cross_fit(combiner, x, y, fold, l2):
@@ -230,30 +250,22 @@ def run(data_args, model_args, train_args, stack_args, command=""):
                          flip_tta=model_args.flip_tta, gate=stack_args.gate).eval()
     config = data_config_of(model)
     labels, sources = np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"])
-    if stack_args.folds:  # every row fits the shipped combiner, and is calibrated out of fold
-        if len(labels) < 2 * stack_args.folds:
-            raise DataError(f"the members' validation split ({len(labels)} images) is too small for --folds "
-                            f"{stack_args.folds}: pass fewer folds, or train the members on more images.")
-        fit = rest = np.arange(len(labels))
-    else:
-        fit, rest = fit_split(labels, sources, stack_args.fit_fraction, train_args.seed)
-        if not len(fit) or not len(rest):
-            raise DataError(f"the members' validation split ({len(labels)} images) is too small to share "
-                            f"between fitting the combiner and calibrating it: train the members on more images, "
-                            f"or change --fit-fraction ({stack_args.fit_fraction}).")
+    fit, rest, fold = fit_plan(labels, sources, stack_args.folds, stack_args.fit_fraction, train_args.seed)
+    if stack_args.folds and len(labels) < 2 * stack_args.folds:
+        raise DataError(f"the members' validation split ({len(labels)} images) is too small for --folds "
+                        f"{stack_args.folds}: pass fewer folds, or train the members on more images.")
+    if not len(fit) or not len(rest):
+        raise DataError(f"the members' validation split ({len(labels)} images) is too small to share "
+                        f"between fitting the combiner and calibrating it: train the members on more images, "
+                        f"or change --fit-fraction ({stack_args.fit_fraction}).")
     start = time.time()
     reencode = data_args.reencode_jpeg
     x_val, y_val = combiner_inputs(model, splits["validation"], train_args, "validation", stack_args.cache_dir, reencode)
     x_test, y_test = combiner_inputs(model, splits["test"], train_args, "test", stack_args.cache_dir, reencode)
     scored_s = time.time() - start
-    if stack_args.folds:
-        fold = fold_split(labels, sources, stack_args.folds, train_args.seed)
-        out_of_fold = cross_fit(model.combiner, x_val, y_val, fold, stack_args.l2).numpy()
-    fit_loss = fit_combiner(model.combiner, x_val[fit], y_val[fit], stack_args.l2)
+    val_logits, fit_loss = fit_with_calibration(model.combiner, x_val, y_val, fit, rest, fold, stack_args.l2)
     with torch.no_grad():
-        val_logits, test_logits = model.combiner(x_val[rest]).numpy(), model.combiner(x_test).numpy()
-    if stack_args.folds:
-        val_logits = out_of_fold
+        test_logits = model.combiner(x_test).numpy()
     val = ev.classification_metrics(y_val[rest].numpy(), ev.fake_probability_of(val_logits))
     scored_on = (f"out of fold ({stack_args.folds} folds)" if stack_args.folds else f"on the other {len(rest)}")
     print(f"combiner fitted on {len(fit)} validation images (loss {fit_loss:.4f}); {scored_on}: "
