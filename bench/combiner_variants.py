@@ -25,7 +25,7 @@ import torch
 from deepfake_detector.models import ENSEMBLE, create_model
 from train import evaluate as ev
 from train.data import splits_from_run
-from train.stack import fit_combiner, fit_split, member_logits
+from train.stack import combiner_input_of, fit_combiner, fit_split, member_logits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,9 @@ def scored(members, splits_from, batch_size):
         splits, _, _ = splits_from_run(splits_from)
         arrays = {}
         for name in ("validation", "test"):
-            x, y = member_logits(model, splits[name], argparse.Namespace(batch_size=batch_size, num_workers=1), name)
+            scores, y = member_logits(model, splits[name], argparse.Namespace(batch_size=batch_size, num_workers=1),
+                                      name)
+            x = combiner_input_of(model, scores)
             arrays.update({f"{name}_x": x.numpy(), f"{name}_y": y.numpy(),
                            f"{name}_sources": np.asarray(splits[name]["source"])})
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -5,7 +5,7 @@ every validation row fits it, calibration on out-of-fold scores).
     python bench/stack_fitting.py --members models/ensemble runs/NEW --splits-from models/ensemble --gate \\
         --folds 0 5 10 --leave-out runs/NEW --leave-out runs/OLD
 
-The members' scores on validation and test come from train.stack's cache (`combiner_inputs`: a stack run of the
+The members' scores on validation and test come from train.stack's cache (`member_scores`: a stack run of the
 same members filled it, or this fills it for that run), so each variant costs seconds. Each `--leave-out` adds the
 same variants for the ensemble without the members from those runs (their combiner inputs are a subset of the
 whole ensemble's: their logits, and the gates of the members kept), so members can be compared without scoring
@@ -18,6 +18,7 @@ verdicts are right; accuracy per source for the sources named by --sources.
 fitted on the family's validation rows, tested with the family known, then with rows routed to it by the first
 one's gate (README, "A faces140k Lite2 trained to convergence"). A saved ensemble's members load from its float16
 weights, so the cache key of a stack over `models/ensemble RUN` differs from one over the shipped ensemble itself.
+With `--route-members` (as train.stack's) each variant's routers are fitted out of that variant's folds.
 """
 
 import argparse
@@ -30,7 +31,8 @@ from deepfake_detector.models import ENSEMBLE, create_model
 from train import evaluate as ev
 from train.cached import CACHE
 from train.data import splits_from_run
-from train.stack import combiner_inputs, fit_combiner, fit_plan, fit_with_calibration
+from train.stack import (combiner_input_of, fit_combiner, fit_plan, fit_with_calibration, member_scores,
+                         routed_inputs, router_folds)
 
 SIX = ["faces140k", "faces140k-extra", "ciplab", "stylegan2-thumbs", "lfw-faceswap", "sd-people"]
 
@@ -41,6 +43,8 @@ def main(argv=None):
     parser.add_argument("--drop-members", nargs="*", default=[])
     parser.add_argument("--splits-from", required=True, help="the run whose validation and test rows score them")
     parser.add_argument("--gate", action="store_true", help="as train.stack --gate")
+    parser.add_argument("--route-members", nargs="*", default=[], help="as train.stack's")
+    parser.add_argument("--router-l2", type=float, default=1e-2, help="as train.stack's")
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 5], help="0 = the --fit-fraction split")
     parser.add_argument("--fit-fraction", type=float, default=0.5)
     parser.add_argument("--l2", type=float, default=1e-3, help="as train.stack's --l2")
@@ -56,12 +60,21 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    model = create_model(ENSEMBLE, members=args.members, drop_members=args.drop_members, gate=args.gate).eval()
+    model = create_model(ENSEMBLE, members=args.members, drop_members=args.drop_members, gate=args.gate,
+                         route_members=args.route_members).eval()
     splits, _, _ = splits_from_run(args.splits_from)
     loader_args = argparse.Namespace(batch_size=args.batch_size, num_workers=1)
-    x_val, y_val = combiner_inputs(model, splits["validation"], loader_args, "validation", args.cache_dir)
-    x_test, y_test = combiner_inputs(model, splits["test"], loader_args, "test", args.cache_dir)
+    scores_val, y_val = member_scores(model, splits["validation"], loader_args, "validation", args.cache_dir)
+    scores_test, y_test = member_scores(model, splits["test"], loader_args, "test", args.cache_dir)
     labels, sources = y_val.numpy(), np.asarray(splits["validation"]["source"])
+
+    def inputs(folds):
+        """The combiner's inputs on validation and test; routers fitted out of the folds train.stack would use."""
+        x = routed_inputs(model, scores_val, sources, router_folds(labels, sources, folds, args.seed), args.router_l2)
+        with torch.no_grad():
+            return x, combiner_input_of(model, scores_test)
+
+    x_val, x_test = inputs(max(args.folds))
     test_sources, y = np.asarray(splits["test"]["source"]), y_test.numpy()
     six = np.isin(test_sources, SIX)
     print(f"{len(model.members)} members ({', '.join(m['source'] for m in model.config.members)}); "
@@ -71,7 +84,8 @@ def main(argv=None):
           + " ".join(f"{s[:12]:>12s}" for s in args.sources))
     for left_out in [[], *args.leave_out]:
         for folds in args.folds:
-            show(model.config, left_out, folds, x_val, y_val, x_test, y, sources, test_sources, args)
+            xv, xt = inputs(folds) if model.config.routers else (x_val, x_test)
+            show(model.config, left_out, folds, xv, y_val, xt, y, sources, test_sources, args)
     if args.route:
         route(model.config, x_val, y_val, x_test, y, sources, test_sources, args)
 

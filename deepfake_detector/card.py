@@ -206,6 +206,10 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
                      f"the sources that member trained on, for each of {', '.join(gated)}")
             origin += (f", and over the same logits multiplied by the probe's probability that the image comes from "
                        f"{whose} (a gate: one combination where that member knows the data, another elsewhere)")
+            routed = [folder(g["member"]) for g in metrics["gates"] if "router" in g]
+            if routed:
+                origin += (f"; for {', '.join(routed)} that probability is a learned router's, a logistic regression "
+                           f"on the class probabilities of the probes with a class per source")
         at_size = ""
     elif metrics.get("pretrained"):
         base = metrics.get("base_model")

@@ -112,14 +112,15 @@ def scaled_args(name, width):
 
 
 def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, width=1.0, members=None, combine="logits",
-                 flip_tta=False, gate=False, drop_rate=None, init_from=None, drop_members=()):
+                 flip_tta=False, gate=False, drop_rate=None, init_from=None, drop_members=(), route_members=()):
     """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids), less the
     members that came from `drop_members`; `init_from` starts a model from a trained folder of the same kind and
     width instead."""
     if name == ENSEMBLE:
         if pretrained:
             raise DataError("--pretrained does not apply to the ensemble: its members bring their own weights.")
-        return create_ensemble(members or [], combine=combine, flip_tta=flip_tta, gate=gate, drop=drop_members)
+        return create_ensemble(members or [], combine=combine, flip_tta=flip_tta, gate=gate, drop=drop_members,
+                               route=route_members)
     if name not in MODELS:
         raise DataError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}.")
     if pretrained and width != 1.0:
@@ -215,12 +216,13 @@ def _cache(converted, cached):
     return converted
 
 
-def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=False, drop=()):
+def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=False, drop=(), route=()):
     """An ensemble of the trained folders (or Hub ids) in `member_paths`, combiner untrained. A folder that is itself
     an ensemble (a shipped `models/ensemble`) contributes its members as they are, so a new member joins a shipped
     ensemble without the runs that trained the old ones (`python -m train.stack --members models/ensemble RUN`), or
     replaces one of them: `drop` names the runs (each member's `source` in config.json) whose members to leave out
-    (`--drop-members runs/OLD`)."""
+    (`--drop-members runs/OLD`). With `gate`, the members from the runs in `route` are gated by learned routers
+    (`routers_of`), their weights left for train.stack to fit."""
     members = [member for path in member_paths for member in load_members(path)]
     sources = [spec["source"] for _, spec, _, _ in members]
     unknown = [source for source in drop if source not in sources]
@@ -240,9 +242,10 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=Fals
     largest = members[sizes.index(max(sizes))][2]  # the first of the largest: its input is passed on unchanged
     share_backbones(members)
     specs = [spec for _, spec, _, _ in members]
+    gates = gates_of(specs, [sources for *_, sources in members]) if gate else []
+    gates, routers = routers_of(gates, specs, [sources for *_, sources in members], route)
     config = DeepfakeEnsembleConfig(
-        members=specs, combine=combine, flip_tta=flip_tta,
-        gates=gates_of(specs, [sources for *_, sources in members]) if gate else None,
+        members=specs, combine=combine, flip_tta=flip_tta, gates=gates, routers=routers,
         pretrained_cfg={k: largest[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")},
         id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
     )
@@ -300,6 +303,32 @@ def gates_of(specs, member_sources):
     return gates
 
 
+def routers_of(gates, specs, member_sources, route):
+    """(gates, routers): the gates of the members from the runs in `route` (their specs' "source") each read a
+    learned router instead of a class sum, one router per set of sources those members trained on, over every probe
+    with a class per source (README, "Routers")."""
+    if not route:
+        return gates, []
+    if not gates:
+        raise DataError("--route-members needs --gate: a router replaces the gate of a gated member.")
+    runs = [spec["source"] for spec in specs]
+    unknown = [run for run in route if run not in runs]
+    if unknown:
+        raise DataError(f"--route-members {' '.join(unknown)}: no member came from there; the members came from "
+                        f"{', '.join(runs)}.")
+    probes = [j for j, spec in enumerate(specs) if "/" in "".join(spec.get("probe", {}).get("classes", []))]
+    routers, routed = [], []
+    for gate in gates:
+        if specs[gate["member"]]["source"] not in route:
+            routed.append(gate)
+            continue
+        router = {"probes": probes, "sources": sorted(member_sources[gate["member"]])}
+        if router not in routers:
+            routers.append(router)
+        routed.append({"member": gate["member"], "router": routers.index(router)})
+    return routed, routers
+
+
 def trained_sources(path):
     """The sources a trained folder's model learned from (its metrics.json), or None where it names none."""
     try:
@@ -330,7 +359,9 @@ def load_members(path):
         if "probe" in spec:  # share_backbones marks shared backbones again, by their weights
             spec["probe"] = {k: v for k, v in spec["probe"].items() if k != "backbone_of"}
         sources = None
-        if i in gated:
+        if i in gated and "router" in gated[i]:
+            sources = set(config["routers"][gated[i]["router"]]["sources"])
+        elif i in gated:
             classes = config["members"][gated[i]["probe"]]["probe"]["classes"]
             sources = {classes[k].rsplit("/", 1)[0] for k in gated[i]["classes"]}
         members.append((module, spec, {**config["pretrained_cfg"], **spec["data_config"]}, sources))

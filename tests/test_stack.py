@@ -17,7 +17,7 @@ from deepfake_detector.inference import load_pipeline, pipeline_fake_probability
 from deepfake_detector.modeling_deepfake_ensemble import DeepfakeEnsembleForImageClassification
 from helpers import load_bench, make_image_folder
 from train.loop import main as train_main
-from train.stack import cross_fit, fit_combiner, fit_split, fold_split, main
+from train.stack import cross_fit, fit_combiner, fit_split, fold_split, main, routed_inputs
 
 TINY = ["--image-size", "48", "--width", "0.25", "--batch-size", "8", "--num-workers", "0"]
 
@@ -85,6 +85,7 @@ def test_leaving_members_out_keeps_the_combiner_inputs_a_smaller_ensemble_would_
 
     def inputs(gates, logits):
         holder = SimpleNamespace(config=SimpleNamespace(gates=gates))
+        holder.gate_value = lambda gate, p: DeepfakeEnsembleForImageClassification.gate_value(holder, gate, p)
         return DeepfakeEnsembleForImageClassification.combiner_input(holder, logits, probs)
 
     config = SimpleNamespace(members=[{"source": s} for s in ("probe", "a", "b")], gates=gates, num_labels=2)
@@ -165,3 +166,35 @@ def test_a_stack_without_members_run_is_one_clear_line(tmp_path, capsys):
     code = main(["--data", *data, "--model", "xception", "--splits-from", folders[0], "--output", str(tmp_path / "o")])
     assert code == 2
     assert "fits an ensemble's logits combiner" in capsys.readouterr().err
+
+
+def test_routers_fitted_out_of_fold_tell_a_member_s_sources_from_the_rest():
+    # train.stack --route-members: g = sigmoid(w . log p + b) over a probe's class probabilities, fitted on
+    # validation; where the probe's classes blur a source with another (here "a" spreads over classes 0 and 2), the
+    # router learns which mix means "a"
+    rng = np.random.default_rng(0)
+    n = 200
+    sources = np.array(["a", "b", "c", "d"] * (n // 4))
+    class_logits = torch.as_tensor(rng.normal(scale=0.5, size=(n, 4)), dtype=torch.float32)
+    class_logits[sources == "a", 0] += 2
+    class_logits[sources == "a", 2] += 2
+    class_logits[sources == "b", 2] += 3
+    holder = SimpleNamespace(config=SimpleNamespace(routers=[{"probes": [0], "sources": ["a"]}],
+                                                    gates=[{"member": 1, "router": 0}], num_labels=2),
+                             routers=torch.nn.ModuleList([torch.nn.Linear(4, 1)]),
+                             combiner=torch.nn.Linear(2 * 2 * 2 + 1, 2))
+    for name in ("router_features", "gate_value", "combiner_input"):
+        setattr(holder, name, getattr(DeepfakeEnsembleForImageClassification, name).__get__(holder))
+    scores = {"logits": torch.randn(1, n, 4), "probs": {0: class_logits.softmax(1)[None]}}
+    fold = fold_split(np.zeros(n, int), sources, 5, 0)
+    x = routed_inputs(holder, scores, sources, fold, 1e-3)
+    g_out_of_fold = x[:, -1].numpy()
+    assert g_out_of_fold[sources == "a"].mean() > 0.7 and g_out_of_fold[sources != "a"].mean() < 0.3
+    # the class sum over "a"'s likeliest class alone would not: b's images hold class 2 too
+    p = scores["probs"][0][0]
+    assert p[sources == "b", 2].mean() > p[sources == "a", 2].mean()
+    # the routers are left fitted on every row, as they ship, and out-of-fold g is not in-sample g
+    with torch.no_grad():
+        g_shipped = holder.gate_value(holder.config.gates[0], {0: p})[:, 0].numpy()
+    assert not np.allclose(g_shipped, g_out_of_fold)
+    np.testing.assert_allclose(x[:, 4:8].numpy(), g_out_of_fold[:, None] * x[:, :4].numpy(), rtol=1e-6)

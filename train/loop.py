@@ -401,8 +401,12 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     if is_ensemble:
         metrics["members"] = [m["source"] for m in unwrapped.config.members]
         if unwrapped.config.gates:
-            metrics["gates"] = [{"member": metrics["members"][g["member"]], "probe": metrics["members"][g["probe"]],
-                                 "classes": len(g["classes"])} for g in unwrapped.config.gates]
+            routers = unwrapped.config.routers
+            metrics["gates"] = [{"member": metrics["members"][g["member"]], **(
+                {"router": {"probes": [metrics["members"][j] for j in routers[g["router"]]["probes"]],
+                            "sources": routers[g["router"]]["sources"]}} if "router" in g else
+                {"probe": metrics["members"][g["probe"]], "classes": len(g["classes"])})}
+                for g in unwrapped.config.gates]
     if model_args["pretrained"]:  # a feature probe (a one-member ensemble): its member's base
         architecture = (unwrapped.config.members[0]["architecture"] if is_ensemble
                         else unwrapped.pretrained_cfg["architecture"])

@@ -89,12 +89,14 @@ if [ -n "${POOL:-}" ]; then
         --splits-from "$OUT/dinov2-vits14-probe-pool" --layers 3 5 7 9 11 --pooling cls mean std --classes label \
         --balance-sources 0 --inverse-l2 0.01 --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16
     # The six, stacked and gated, the combiner cross-fitted over all of validation (--folds 10; README "A faces140k
-    # Lite2 trained to convergence": it keeps the uncertain share under 20 % where the half split went over).
+    # Lite2 trained to convergence": it keeps the uncertain share under 20 % where the half split went over). The two
+    # faces140k specialists are gated by a learned router over both source-class probes (README "Routers": the pool
+    # probe alone mistakes a quarter of faces140k's faces for other FFHQ / StyleGAN sources).
     MODULE=train.stack run ensemble-pool --model ensemble --pool "$POOL" --members "$OUT/dinov2-vits14-probe-pool" \
         "$OUT/dinov2-vits14-probe-middle" "$OUT/dinov2-vits14-probe-faces140k" "$OUT/efficientnet-lite2" \
         "$OUT/efficientnet-lite2-faces140k" "$OUT/dinov2-vits14-probe-ciplab" --splits-from "$OUT/dinov2-vits14-probe-pool" \
         --preprocess-workers "$(nproc)" --batch-size 32 --num-workers 1 --robustness jpeg_q75 --save-dtype float16 \
-        --gate --folds 10
+        --gate --folds 10 --route-members "$OUT/dinov2-vits14-probe-faces140k" "$OUT/efficientnet-lite2-faces140k"
 fi
 # The comparison models, last: the app defaults to the ensemble above.
 run tuned-cnn --model tuned-cnn --image-size 128 --epochs 6 --patience 3 --num-workers 2

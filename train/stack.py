@@ -62,6 +62,12 @@ class StackArguments:
         "help": "Gate every trained member by the feature probe among --members: the combiner also reads all "
                 "members' logits times g, the probe's probability that the image comes from that member's own "
                 "training sources, and g: one combination where the member knows the data, another elsewhere"})
+    route_members: list[str] = field(default_factory=list, metadata={
+        "help": "With --gate, the members from these runs read a learned router instead of the probe's summed "
+                "classes: a logistic regression on the class probabilities of every probe with a class per source, "
+                "fitted on validation to tell the sources a member trained on from the rest (out of fold where the "
+                "combiner learns from it)"})
+    router_l2: float = field(default=1e-2, metadata={"help": "L2 penalty on the routers' weights"})
     cache_dir: str = field(default=CACHE, metadata={
         "help": "train.cached's activation cache, where a feature probe member's activations are read and the "
                 "members' scores on validation and test are kept"})
@@ -92,9 +98,10 @@ def fit_split(labels, sources, fraction, seed):
 
 @torch.no_grad()
 def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=None):
-    """[rows, combiner inputs]: what the ensemble's combiner reads, every member's logits as the ensemble computes
-    them (and with gates, the gated members' logits times g, and g), flip-averaged with flip_tta (exact, as the
-    combiner is linear in its inputs); and the labels.
+    """What the ensemble's combiner reads, before the gates: {"logits": [views, rows, members * labels], every
+    member's logits as the ensemble computes them, "probs": {probe: [views, rows, classes]}, the class probabilities
+    of the probes that gates and routers read}, one view, or with flip_tta two (the images, then their mirror
+    images); and the labels. `combiner_input_of` turns them into the combiner's inputs.
 
     A feature probe that sees the ensemble's own input unchanged (it is the first of the largest members, so its
     size, resizing and normalisation are the ensemble's) is read from train.cached's activation cache, keyed by
@@ -103,6 +110,7 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=No
     member runs on the images."""
     config = data_config_of(ensemble)
     logits, probs, on_images = [None] * len(ensemble.members), {}, []
+    gating = ensemble.gating_probes()
     cached = {}  # (backbone owner, first block run) -> the probes read from that cache, in one pass over it
     for i, (member, spec) in enumerate(zip(ensemble.members, ensemble.config.members)):
         if isinstance(member, FeatureProbe) and not ensemble.config.flip_tta and _sees_input(spec, config):
@@ -122,48 +130,102 @@ def member_logits(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=No
         names = " + ".join(ensemble.config.members[i]["name"] for i in readers)
         columns = torch.from_numpy(map_cached(class_logits, array, train_args.batch_size, f"{names} on {name}"))
         for i, part in zip(readers, columns.split([len(ensemble.members[i].class_labels) for i in readers], 1)):
-            logits[i], probs[i] = ensemble.members[i].collapse(part), part.softmax(1)  # gates read probs
+            logits[i] = ensemble.members[i].collapse(part)[None]
+            if i in gating:
+                probs[i] = part.softmax(1)[None]
     labels = torch.as_tensor(np.asarray(rows["label"]))
-    if not on_images:
-        return ensemble.combiner_input(logits, probs), labels
-    parts, done = [], 0
-    loader = make_loader(ImageDataset(rows, config, reencode_quality=reencode), train_args, shuffle=False)
-    for pixels, _, _ in tqdm(loader, desc=f"members on {name}", leave=False):
-        batch = slice(done, done + len(pixels))
-        done += len(pixels)
-        inputs = []
-        for view in [pixels, pixels.flip(-1)] if ensemble.config.flip_tta else [pixels]:
-            view_logits = [None if column is None else column[batch] for column in logits]
-            view_probs = {i: p[batch] for i, p in probs.items()}
-            for i, x in enumerate(ensemble.member_inputs(view)):
-                if i in on_images:
-                    view_logits[i], p = ensemble.member_output(i, x)
-                    if p is not None:
-                        view_probs[i] = p
-            inputs.append(ensemble.combiner_input(view_logits, view_probs))
-        parts.append(torch.stack(inputs).mean(0))
-    return torch.cat(parts), labels
+    if on_images:
+        views = 2 if ensemble.config.flip_tta else 1
+        parts = {i: [] for i in on_images}
+        loader = make_loader(ImageDataset(rows, config, reencode_quality=reencode), train_args, shuffle=False)
+        for pixels, _, _ in tqdm(loader, desc=f"members on {name}", leave=False):
+            outputs = {i: [] for i in on_images}
+            for view in [pixels, pixels.flip(-1)][:views]:
+                for i, x in enumerate(ensemble.member_inputs(view)):
+                    if i in on_images:
+                        outputs[i].append(ensemble.member_output(i, x))
+            for i, out in outputs.items():
+                parts[i].append(out)
+        for i, batches in parts.items():
+            logits[i] = torch.cat([torch.stack([view[0] for view in batch]) for batch in batches], 1)
+            if i in gating:
+                probs[i] = torch.cat([torch.stack([view[1] for view in batch]) for batch in batches], 1)
+    return {"logits": torch.cat(logits, 2), "probs": probs}, labels
 
 
-def combiner_inputs(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=None):
+def combiner_input_of(ensemble, scores, rows=slice(None)):
+    """[rows, combiner inputs] from `member_logits`' scores: the ensemble's combiner_input per view (its gates and
+    routers as they are now), averaged over the views (exact with flip_tta, as the combiner is linear in them)."""
+    k = ensemble.config.num_labels
+    return torch.stack([ensemble.combiner_input(list(view[rows].split(k, 1)),
+                                                {i: p[v][rows] for i, p in scores["probs"].items()})
+                        for v, view in enumerate(scores["logits"])]).mean(0)
+
+
+def member_scores(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=None):
     """member_logits(), kept in `cache_dir` under a digest of the members' weights, the ensemble's layout and the
     rows: stacking the same members again (another --folds, --l2, or bench/stack_fitting.py) costs seconds."""
-    digest = hashlib.sha1(json.dumps([ensemble.config.members, ensemble.config.gates, ensemble.config.flip_tta,
-                                      ensemble.combiner.in_features, reencode, name,
+    digest = hashlib.sha1(json.dumps(["scores", ensemble.config.members, ensemble.config.gates,
+                                      ensemble.config.routers, ensemble.config.flip_tta, reencode, name,
                                       rows.remove_columns([c for c in rows.column_names if c == "image"]).to_dict()],
                                      sort_keys=True, default=str).encode())
     for key, value in ensemble.state_dict().items():
-        if not key.startswith("combiner."):
+        if not key.startswith(("combiner.", "routers.")):
             digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
     path = os.path.join(cache_dir, "combiner-inputs", f"{digest.hexdigest()[:20]}.pt")
     if os.path.isfile(path):
         saved = torch.load(path)
-        return saved["x"], saved["y"]
-    x, y = member_logits(ensemble, rows, train_args, name, cache_dir, reencode)
+        return saved["scores"], saved["labels"]
+    scores, labels = member_logits(ensemble, rows, train_args, name, cache_dir, reencode)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save({"x": x, "y": y}, path + ".tmp")
+    torch.save({"scores": scores, "labels": labels}, path + ".tmp")
     os.replace(path + ".tmp", path)  # never a half-written file under the name a later run reads
-    return x, y
+    return scores, labels
+
+
+def fit_routers(ensemble, scores, sources, l2, rows):
+    """Fit every router on the validation `rows`: a logistic regression of "this image comes from the router's
+    sources" on its features (every view), from zero."""
+    views = len(scores["logits"])
+    for r, (router, spec) in enumerate(zip(ensemble.routers, ensemble.config.routers)):
+        z = torch.cat([ensemble.router_features(r, {i: p[v][rows] for i, p in scores["probs"].items()})
+                       for v in range(views)])
+        target = torch.as_tensor(np.tile(np.isin(sources[rows], spec["sources"]), views), dtype=torch.float32)
+        with torch.no_grad():
+            router.weight.zero_()
+            router.bias.zero_()
+        optimizer = torch.optim.LBFGS(router.parameters(), lr=1, max_iter=500, line_search_fn="strong_wolfe")
+
+        def closure(router=router, z=z, target=target):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(router(z)[:, 0], target)
+            loss = loss + l2 * router.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(closure)
+
+
+def router_folds(labels, sources, folds, seed):
+    """The folds routers are fitted out of: the combiner's with --folds, else 10."""
+    return fold_split(labels, sources, folds or 10, seed)
+
+
+def routed_inputs(ensemble, scores, sources, fold, l2):
+    """The combiner's inputs on validation with every router's g out of fold (routers fitted on the other folds
+    score the fold left out, so the combiner learns how far to trust g where the router has not seen the image);
+    the routers are then fitted on every row, as they ship."""
+    if not ensemble.config.routers:
+        return combiner_input_of(ensemble, scores)
+    inputs = torch.empty(scores["logits"].shape[1], ensemble.combiner.in_features)
+    for k in np.unique(fold):
+        held = np.flatnonzero(fold == k)
+        fit_routers(ensemble, scores, sources, l2, np.flatnonzero(fold != k))
+        with torch.no_grad():
+            inputs[held] = combiner_input_of(ensemble, scores, held)
+    fit_routers(ensemble, scores, sources, l2, np.arange(len(sources)))
+    return inputs
 
 
 def fold_split(labels, sources, folds, seed):
@@ -228,6 +290,17 @@ def fit_combiner(combiner, x, y, l2):
         return float(torch.nn.functional.cross_entropy(combiner(x), y))
 
 
+def describe_routers(model, x_val, sources):
+    """Print each routed gate's mean g (out of fold) on validation rows of its sources and elsewhere."""
+    n, k = len(model.members), model.config.num_labels
+    for j, gate in enumerate(model.config.gates):
+        if "router" in gate:
+            g = x_val[:, n * k + j * (n * k + 1) + n * k].numpy()
+            mine = np.isin(sources, model.config.routers[gate["router"]]["sources"])
+            print(f"router of {model.config.members[gate['member']]['source']}: mean g {g[mine].mean():.3f} on its "
+                  f"sources' {mine.sum()} validation images (out of fold), {g[~mine].mean():.3f} on the others")
+
+
 def run(data_args, model_args, train_args, stack_args, command=""):
     if model_args.model != ENSEMBLE or model_args.combine != "logits":
         raise DataError("python -m train.stack fits an ensemble's logits combiner: pass --model ensemble "
@@ -247,7 +320,8 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     splits, scrub_report, counts = splits_from_run(data_args.splits_from, guard=resolve_guard(data_args.guard),
                                                    processes=data_args.preprocess_workers)
     model = create_model(ENSEMBLE, members=model_args.members, drop_members=model_args.drop_members, combine="logits",
-                         flip_tta=model_args.flip_tta, gate=stack_args.gate).eval()
+                         flip_tta=model_args.flip_tta, gate=stack_args.gate,
+                         route_members=stack_args.route_members).eval()
     config = data_config_of(model)
     labels, sources = np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"])
     fit, rest, fold = fit_plan(labels, sources, stack_args.folds, stack_args.fit_fraction, train_args.seed)
@@ -260,9 +334,15 @@ def run(data_args, model_args, train_args, stack_args, command=""):
                         f"or change --fit-fraction ({stack_args.fit_fraction}).")
     start = time.time()
     reencode = data_args.reencode_jpeg
-    x_val, y_val = combiner_inputs(model, splits["validation"], train_args, "validation", stack_args.cache_dir, reencode)
-    x_test, y_test = combiner_inputs(model, splits["test"], train_args, "test", stack_args.cache_dir, reencode)
+    scores_val, y_val = member_scores(model, splits["validation"], train_args, "validation", stack_args.cache_dir,
+                                      reencode)
+    scores_test, y_test = member_scores(model, splits["test"], train_args, "test", stack_args.cache_dir, reencode)
     scored_s = time.time() - start
+    x_val = routed_inputs(model, scores_val, sources, router_folds(labels, sources, stack_args.folds, train_args.seed),
+                          stack_args.router_l2)
+    with torch.no_grad():
+        x_test = combiner_input_of(model, scores_test)
+    describe_routers(model, x_val, sources)
     val_logits, fit_loss = fit_with_calibration(model.combiner, x_val, y_val, fit, rest, fold, stack_args.l2)
     with torch.no_grad():
         test_logits = model.combiner(x_test).numpy()
