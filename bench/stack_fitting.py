@@ -152,7 +152,8 @@ def kept_columns(config, left_out):
     columns = list(logits)
     for j, gate in enumerate(config.gates or []):
         start = gate_start(n, k, j)
-        if gate["member"] in kept and gate["probe"] in kept:
+        reads = config.routers[gate["router"]]["probes"] if "router" in gate else [gate["probe"]]
+        if gate["member"] in kept and all(j in kept for j in reads):
             columns += [start + c for c in logits] + [start + n * k]
     return columns, len(kept)
 

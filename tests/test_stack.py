@@ -95,6 +95,11 @@ def test_leaving_members_out_keeps_the_combiner_inputs_a_smaller_ensemble_would_
     torch.testing.assert_close(whole[:, columns], inputs(gates[:1], logits[:2]))
     columns, n = load_bench("stack_fitting").kept_columns(config, ["a"])
     torch.testing.assert_close(whole[:, columns], inputs([{**gates[1], "member": 1}], [logits[0], logits[2]]))
+    # a routed gate goes with the probes its router reads: without the second probe, b's gate is gone
+    routed = SimpleNamespace(members=[{"source": s} for s in ("probe", "a", "b", "probe2")], num_labels=2,
+                             gates=[gates[0], {"member": 2, "router": 0}], routers=[{"probes": [0, 3]}])
+    columns, n = load_bench("stack_fitting").kept_columns(routed, ["probe2"])
+    assert n == 3 and columns == list(range(6)) + list(range(8, 14)) + [16]
 
 
 @pytest.mark.slow
