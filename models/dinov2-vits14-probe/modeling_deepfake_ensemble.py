@@ -26,7 +26,8 @@ from transformers.models.timm_wrapper.image_processing_timm_wrapper import TimmW
 class DeepfakeEnsembleConfig(PretrainedConfig):
     model_type = "deepfake_ensemble"
 
-    def __init__(self, members=None, combine="logits", pretrained_cfg=None, flip_tta=False, gates=None, **kwargs):
+    def __init__(self, members=None, combine="logits", pretrained_cfg=None, flip_tta=False, gates=None, routers=None,
+                 **kwargs):
         # members: [{"name", "architecture", "model_args", "data_config": {input_size, mean, std, ...}}], a feature
         # probe's with "probe": {"layers", "classes" (names), "class_labels" (each class's label: 0 fake, 1 real),
         # "pooling" (default ["cls", "mean"]), and "backbone_of": j where it reads probe j's backbone (same weights)}
@@ -35,7 +36,13 @@ class DeepfakeEnsembleConfig(PretrainedConfig):
         # classes k (the sources member i trained on); every member's logits times g, and g, are combiner inputs
         # too: in effect one combination where the image looks like what member i learned from, another elsewhere,
         # blended by g
+        # A gate may read a learned router instead of a class sum: {"member": i, "router": r} with g =
+        # sigmoid(w . log p + b), p the class probabilities of the probes routers[r]["probes"] (every probe with a
+        # class per source), w and b fitted by train.stack (--route-members) to tell the router's "sources" (what
+        # member i trained on) from the rest. Where a probe's classes confuse a collection with its neighbours
+        # (faces140k's FFHQ and StyleGAN faces with the pool's), a second probe's classes set them apart.
         self.gates = gates or []
+        self.routers = routers or []  # [{"probes": [j, ...], "sources": [name, ...]}]
         self.combine = combine  # "logits": linear layer over the members' logits; "features": over pooled features
         self.flip_tta = flip_tta  # average the logits of the image and its mirror image (test-time augmentation)
         self.pretrained_cfg = pretrained_cfg or {}  # the ensemble's own preprocessing, read by the image processor
@@ -160,6 +167,8 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
         else:
             width = (config.num_labels * len(self.members) + 1) * (1 + len(config.gates)) - 1
         self.combiner = nn.Linear(width, config.num_labels)
+        self.routers = nn.ModuleList(nn.Linear(sum(len(self.members[j].class_labels) for j in router["probes"]), 1)
+                                     for router in config.routers)
         self.post_init()
 
     def _init_weights(self, module):
@@ -170,6 +179,10 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
             with torch.no_grad():
                 module.weight.zero_()  # gate inputs start at 0: the fit decides what they are worth
                 module.weight[:, :n * k].copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
+                module.bias.zero_()
+        if isinstance(module, nn.Linear) and any(module is router for router in getattr(self, "routers", [])):
+            with torch.no_grad():  # g = 0.5 everywhere until train.stack fits the router
+                module.weight.zero_()
                 module.bias.zero_()
 
     def member_inputs(self, pixel_values):
@@ -191,8 +204,24 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
         if not isinstance(member, FeatureProbe):
             return member(x), None
         class_logits = member.class_logits(x, tokens=tokens)
-        gates = any(gate["probe"] == i for gate in self.config.gates)
-        return member.collapse(class_logits), class_logits.softmax(1) if gates else None
+        return member.collapse(class_logits), class_logits.softmax(1) if i in self.gating_probes() else None
+
+    def gating_probes(self):
+        """The probes whose class probabilities some gate or router reads."""
+        return {gate["probe"] for gate in self.config.gates if "probe" in gate} | {
+            j for router in self.config.routers for j in router["probes"]}
+
+    def router_features(self, r, probe_probabilities):
+        """[B, classes]: router r's input, the log class probabilities of its probes (floored at 1e-30, where
+        float32's softmax runs out)."""
+        return torch.cat([probe_probabilities[j].clamp_min(1e-30).log() for j in self.config.routers[r]["probes"]], 1)
+
+    def gate_value(self, gate, probe_probabilities):
+        """[B, 1]: g of one gate, its probe's summed probability of its classes, or its router's belief."""
+        if "router" in gate:
+            r = gate["router"]
+            return torch.sigmoid(self.routers[r](self.router_features(r, probe_probabilities)))
+        return probe_probabilities[gate["probe"]][:, gate["classes"]].sum(1, keepdim=True)
 
     def backbone_owner(self, i):
         """The member whose backbone probe i reads (itself unless it shares an earlier probe's); None for others."""
@@ -218,7 +247,7 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
         logits = torch.cat(list(member_logits), dim=1)
         columns = [logits]
         for gate in self.config.gates:
-            g = probe_probabilities[gate["probe"]][:, gate["classes"]].sum(1, keepdim=True)
+            g = self.gate_value(gate, probe_probabilities)
             columns += [g * logits, g]
         return torch.cat(columns, dim=1)
 
