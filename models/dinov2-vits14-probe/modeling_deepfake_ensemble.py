@@ -9,6 +9,9 @@ This file is copied into every saved ensemble folder (`auto_map` in its config.j
 `pipeline("image-classification", model=..., trust_remote_code=True)`. It must import nothing from this
 project: only torch, timm and transformers.
 
+Gates weigh a member by how much the image looks like its training data: a probe's summed probability of that
+member's sources' classes, or a learned router over the probes' class probabilities (`DeepfakeEnsembleConfig`).
+
 Each member sees the image at its own input size and normalisation: the pipeline hands over one tensor
 (normalised with the ensemble's mean/std at the largest member size), and `forward` resizes and
 re-normalises it per member.
