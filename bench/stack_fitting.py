@@ -22,6 +22,7 @@ With `--route-members` (as train.stack's) each variant's routers are fitted out 
 """
 
 import argparse
+import functools
 import os
 
 import numpy as np
@@ -31,8 +32,8 @@ from deepfake_detector.models import ENSEMBLE, create_model
 from train import evaluate as ev
 from train.cached import CACHE
 from train.data import splits_from_run
-from train.stack import (combiner_input_of, fit_combiner, fit_plan, fit_with_calibration, member_scores,
-                         routed_inputs, router_folds)
+from train.stack import (combiner_input_of, fit_combiner, fit_plan, fit_with_calibration, gate_start,
+                         member_scores, routed_inputs, router_folds)
 
 SIX = ["faces140k", "faces140k-extra", "ciplab", "stylegan2-thumbs", "lfw-faceswap", "sd-people"]
 
@@ -68,6 +69,7 @@ def main(argv=None):
     scores_test, y_test = member_scores(model, splits["test"], loader_args, "test", args.cache_dir)
     labels, sources = y_val.numpy(), np.asarray(splits["validation"]["source"])
 
+    @functools.cache
     def inputs(folds):
         """The combiner's inputs on validation and test; routers fitted out of the folds train.stack would use."""
         x = routed_inputs(model, scores_val, sources, router_folds(labels, sources, folds, args.seed), args.router_l2)
@@ -84,7 +86,7 @@ def main(argv=None):
           + " ".join(f"{s[:12]:>12s}" for s in args.sources))
     for left_out in [[], *args.leave_out]:
         for folds in args.folds:
-            xv, xt = inputs(folds) if model.config.routers else (x_val, x_test)
+            xv, xt = inputs(folds)
             show(model.config, left_out, folds, xv, y_val, xt, y, sources, test_sources, args)
     if args.route:
         route(model.config, x_val, y_val, x_test, y, sources, test_sources, args)
@@ -132,12 +134,6 @@ def route(config, x_val, y_val, x_test, y, sources, test_sources, args):
         print(f"routed when g > {t}: {routed.sum()} test rows, {(routed & family_test).sum()} of the family's "
               f"{family_test.sum()}; all {ev.classification_metrics(y, p)['accuracy']:.3f}, "
               + accuracies(p, np.ones(len(y), bool)))
-
-
-def gate_start(n, k, j):
-    """The first combiner input of gate j (combiner_input()'s layout: n members' k logits each, then per gate those
-    logits times g, and g): g itself is n * k columns further."""
-    return n * k + j * (n * k + 1)
 
 
 def kept_columns(config, left_out):

@@ -329,6 +329,16 @@ def save_checkpoint(accelerator, work, state):
     accelerator.wait_for_everyone()
 
 
+def describe_gate(gate, members, routers):
+    """A gate as metrics.json names it: its member's run, and its probe's run and class count, or its router's
+    probes' runs and sources."""
+    if "router" in gate:
+        router = routers[gate["router"]]
+        return {"member": members[gate["member"]],
+                "router": {"probes": [members[j] for j in router["probes"]], "sources": router["sources"]}}
+    return {"member": members[gate["member"]], "probe": members[gate["probe"]], "classes": len(gate["classes"])}
+
+
 def finish(model, accelerator, datasets, loaders, splits, state, run_config, scrub_report, counts, work, final,
            train_args, precomputed=None, describe=None):
     """Best weights → temperature on validation → test metrics, robustness, plots → Hub folder → move in place.
@@ -401,12 +411,8 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
     if is_ensemble:
         metrics["members"] = [m["source"] for m in unwrapped.config.members]
         if unwrapped.config.gates:
-            routers = unwrapped.config.routers
-            metrics["gates"] = [{"member": metrics["members"][g["member"]], **(
-                {"router": {"probes": [metrics["members"][j] for j in routers[g["router"]]["probes"]],
-                            "sources": routers[g["router"]]["sources"]}} if "router" in g else
-                {"probe": metrics["members"][g["probe"]], "classes": len(g["classes"])})}
-                for g in unwrapped.config.gates]
+            metrics["gates"] = [describe_gate(g, metrics["members"], unwrapped.config.routers)
+                                for g in unwrapped.config.gates]
     if model_args["pretrained"]:  # a feature probe (a one-member ensemble): its member's base
         architecture = (unwrapped.config.members[0]["architecture"] if is_ensemble
                         else unwrapped.pretrained_cfg["architecture"])

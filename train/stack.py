@@ -194,17 +194,7 @@ def fit_routers(ensemble, scores, sources, l2, rows):
         with torch.no_grad():
             router.weight.zero_()
             router.bias.zero_()
-        optimizer = torch.optim.LBFGS(router.parameters(), lr=1, max_iter=500, line_search_fn="strong_wolfe")
-
-        def closure(router=router, z=z, target=target):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(router(z)[:, 0], target)
-            loss = loss + l2 * router.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            optimizer.step(closure)
+        fit_combiner(router, z, target, l2, loss=router_loss)
 
 
 def router_folds(labels, sources, folds, seed):
@@ -274,20 +264,33 @@ def _sees_input(spec, config):
     return all(spec["data_config"][k] == config[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct"))
 
 
-def fit_combiner(combiner, x, y, l2):
-    """Multinomial logistic regression on the members' logits, from the plain average (the combiner's init)."""
+def fit_combiner(combiner, x, y, l2, loss=torch.nn.functional.cross_entropy):
+    """Multinomial logistic regression on the members' logits, from the combiner's init (the plain average), by
+    L-BFGS with an L2 penalty on the weights; returns the fitted `loss`. Routers are fitted the same way, with the
+    binary loss of their one logit (`fit_routers`)."""
     optimizer = torch.optim.LBFGS(combiner.parameters(), lr=1, max_iter=500, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(combiner(x), y) + l2 * combiner.weight.pow(2).sum()
-        loss.backward()
-        return loss
+        objective = loss(combiner(x), y) + l2 * combiner.weight.pow(2).sum()
+        objective.backward()
+        return objective
 
     with torch.enable_grad():
         optimizer.step(closure)
     with torch.no_grad():
-        return float(torch.nn.functional.cross_entropy(combiner(x), y))
+        return float(loss(combiner(x), y))
+
+
+def router_loss(logits, target):
+    """A router's binary cross-entropy: its one logit against "the image comes from the router's sources"."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], target)
+
+
+def gate_start(n, k, j):
+    """The first combiner input of gate j (combiner_input()'s layout: n members' k logits each, then per gate those
+    logits times g, and g): g itself is n * k columns further."""
+    return n * k + j * (n * k + 1)
 
 
 def describe_routers(model, x_val, sources):
@@ -295,7 +298,7 @@ def describe_routers(model, x_val, sources):
     n, k = len(model.members), model.config.num_labels
     for j, gate in enumerate(model.config.gates):
         if "router" in gate:
-            g = x_val[:, n * k + j * (n * k + 1) + n * k].numpy()
+            g = x_val[:, gate_start(n, k, j) + n * k].numpy()
             mine = np.isin(sources, model.config.routers[gate["router"]]["sources"])
             print(f"router of {model.config.members[gate['member']]['source']}: mean g {g[mine].mean():.3f} on its "
                   f"sources' {mine.sum()} validation images (out of fold), {g[~mine].mean():.3f} on the others")
