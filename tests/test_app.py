@@ -178,6 +178,9 @@ def test_detect_faces_finds_each_face_largest_first():
     for face in faces:
         x0, y0, x1, y1 = face.box
         assert 0 <= x0 < x1 <= img.width and 0 <= y0 < y1 <= img.height and face.confidence >= 0.9
+        (eye_l, eye_r, nose, mouth_l, mouth_r) = face.keypoints  # five landmarks inside the face, upright
+        assert all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in face.keypoints)
+        assert eye_l[0] < eye_r[0] and mouth_l[0] < mouth_r[0] and max(eye_l[1], eye_r[1]) < nose[1] < mouth_l[1]
     assert faces[0].box[0] > img.width / 2 > faces[1].box[2]  # one face on each half of the picture
 
 
@@ -193,6 +196,7 @@ def test_large_images_are_downscaled_for_detection_and_boxes_mapped_back():
     assert max(large.size) > MAX_SIDE
     (small_face,), (large_face,) = detect_faces(img), detect_faces(large)
     np.testing.assert_allclose(np.array(large_face.box) / 10, small_face.box, atol=0.04 * 256)
+    np.testing.assert_allclose(np.array(large_face.keypoints) / 10, small_face.keypoints, atol=0.04 * 256)
 
 
 def test_crop_box_is_a_square_with_margin_kept_inside_the_image():
