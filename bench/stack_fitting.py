@@ -18,7 +18,8 @@ verdicts are right; accuracy per source for the sources named by --sources.
 fitted on the family's validation rows, tested with the family known, then with rows routed to it by the first
 one's gate (README, "A faces140k Lite2 trained to convergence"). A saved ensemble's members load from its float16
 weights, so the cache key of a stack over `models/ensemble RUN` differs from one over the shipped ensemble itself.
-With `--route-members` (as train.stack's) each variant's routers are fitted out of that variant's folds.
+With `--route-members` (as train.stack's) each variant's routers are fitted out of that variant's folds; with
+`--expert-members` (as train.stack's) the cross-fitted variants of the whole ensemble add its expert.
 """
 
 import argparse
@@ -32,8 +33,8 @@ from deepfake_detector.models import ENSEMBLE, create_model
 from train import evaluate as ev
 from train.cached import CACHE
 from train.data import splits_from_run
-from train.stack import (combiner_input_of, fit_combiner, fit_plan, fit_with_calibration, gate_start,
-                         member_scores, routed_inputs, router_folds)
+from train.stack import (apply_experts, combiner_input_of, fit_combiner, fit_experts, fit_plan,
+                         fit_with_calibration, gate_start, member_scores, routed_inputs, router_folds)
 
 SIX = ["faces140k", "faces140k-extra", "ciplab", "stylegan2-thumbs", "lfw-faceswap", "sd-people"]
 
@@ -46,6 +47,8 @@ def main(argv=None):
     parser.add_argument("--gate", action="store_true", help="as train.stack --gate")
     parser.add_argument("--route-members", nargs="*", default=[], help="as train.stack's")
     parser.add_argument("--router-l2", type=float, default=1e-2, help="as train.stack's")
+    parser.add_argument("--expert-members", nargs="*", default=[], help="as train.stack's (cross-fitted rows only)")
+    parser.add_argument("--expert-threshold", type=float, default=0.5, help="as train.stack's")
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 5], help="0 = the --fit-fraction split")
     parser.add_argument("--fit-fraction", type=float, default=0.5)
     parser.add_argument("--l2", type=float, default=1e-3, help="as train.stack's --l2")
@@ -62,7 +65,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     model = create_model(ENSEMBLE, members=args.members, drop_members=args.drop_members, gate=args.gate,
-                         route_members=args.route_members).eval()
+                         route_members=args.route_members, expert_members=args.expert_members,
+                         expert_threshold=args.expert_threshold).eval()
     splits, _, _ = splits_from_run(args.splits_from)
     loader_args = argparse.Namespace(batch_size=args.batch_size, num_workers=1)
     scores_val, y_val = member_scores(model, splits["validation"], loader_args, "validation", args.cache_dir)
@@ -87,7 +91,7 @@ def main(argv=None):
     for left_out in [[], *args.leave_out]:
         for folds in args.folds:
             xv, xt = inputs(folds)
-            show(model.config, left_out, folds, xv, y_val, xt, y, sources, test_sources, args)
+            show(model, left_out, folds, xv, y_val, xt, y, sources, test_sources, args)
     if args.route:
         route(model.config, x_val, y_val, x_test, y, sources, test_sources, args)
 
@@ -154,8 +158,10 @@ def kept_columns(config, left_out):
     return columns, len(kept)
 
 
-def show(config, left_out, folds, x_val, y_val, x_test, y, sources, test_sources, args):
+def show(model, left_out, folds, x_val, y_val, x_test, y, sources, test_sources, args):
+    config = model.config
     columns, n = kept_columns(config, left_out)
+    x_all, x_test_all = x_val, x_test
     x_val, x_test, labels = x_val[:, columns], x_test[:, columns], y_val.numpy()
     k = config.num_labels
     combiner = torch.nn.Linear(len(columns), k)
@@ -170,6 +176,10 @@ def show(config, left_out, folds, x_val, y_val, x_test, y, sources, test_sources
         name += f" without {', '.join(os.path.basename(s.rstrip('/')) for s in left_out)}"
     with torch.no_grad():
         test_logits = combiner(x_test).numpy()
+    if config.experts and folds and not left_out:  # as train.stack: the expert's rows out of fold, then test
+        val_logits = fit_experts(model, x_all, y_val, fold, args.l2, val_logits).numpy()
+        test_logits = apply_experts(model, x_test_all, test_logits).numpy()
+        name += f", expert (g > {args.expert_threshold:g})"
     temperature = ev.fit_temperature(val_logits, labels[calibrate])
     p = ev.fake_probability_of(test_logits, temperature)
     thresholds = ev.choose_thresholds(labels[calibrate], ev.fake_probability_of(val_logits, temperature))

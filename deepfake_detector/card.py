@@ -210,6 +210,11 @@ def _summary(metrics: dict, repo_id: str | None) -> str:
             if routed:
                 origin += (f"; for {', '.join(routed)} that probability is a learned router's, a logistic regression "
                            f"on the class probabilities of the probes with a class per source")
+        for expert in metrics.get("experts") or []:
+            origin += (f"; images whose gate of {folder(expert['gate_of'])} is above {expert['threshold']} are scored "
+                       f"by an expert instead, a linear layer over the logits of "
+                       f"{', '.join(folder(m) for m in expert['members'])} alone, fitted on the validation images "
+                       f"that gate sends it")
         at_size = ""
     elif metrics.get("pretrained"):
         base = metrics.get("base_model")

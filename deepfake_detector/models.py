@@ -112,7 +112,8 @@ def scaled_args(name, width):
 
 
 def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, width=1.0, members=None, combine="logits",
-                 flip_tta=False, gate=False, drop_rate=None, init_from=None, drop_members=(), route_members=()):
+                 flip_tta=False, gate=False, drop_rate=None, init_from=None, drop_members=(), route_members=(),
+                 expert_members=(), expert_threshold=0.5):
     """Build a model by registry name. An ensemble is built from trained member folders (or Hub ids), less the
     members that came from `drop_members`; `init_from` starts a model from a trained folder of the same kind and
     width instead."""
@@ -120,7 +121,7 @@ def create_model(name, *, image_size=None, crop_pct=None, pretrained=False, widt
         if pretrained:
             raise DataError("--pretrained does not apply to the ensemble: its members bring their own weights.")
         return create_ensemble(members or [], combine=combine, flip_tta=flip_tta, gate=gate, drop=drop_members,
-                               route=route_members)
+                               route=route_members, expert=expert_members, expert_threshold=expert_threshold)
     if name not in MODELS:
         raise DataError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}.")
     if pretrained and width != 1.0:
@@ -216,19 +217,17 @@ def _cache(converted, cached):
     return converted
 
 
-def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=False, drop=(), route=()):
+def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=False, drop=(), route=(), expert=(),
+                    expert_threshold=0.5):
     """An ensemble of the trained folders (or Hub ids) in `member_paths`, combiner untrained. A folder that is itself
     an ensemble (a shipped `models/ensemble`) contributes its members as they are, so a new member joins a shipped
     ensemble without the runs that trained the old ones (`python -m train.stack --members models/ensemble RUN`), or
     replaces one of them: `drop` names the runs (each member's `source` in config.json) whose members to leave out
     (`--drop-members runs/OLD`). With `gate`, the members from the runs in `route` are gated by learned routers
-    (`routers_of`), their weights left for train.stack to fit."""
+    (`routers_of`), their weights left for train.stack to fit; the members from the runs in `expert` form an expert
+    switched on by the first one's gate (`experts_of`)."""
     members = [member for path in member_paths for member in load_members(path)]
-    sources = [spec["source"] for _, spec, _, _ in members]
-    unknown = [source for source in drop if source not in sources]
-    if unknown:
-        raise DataError(f"--drop-members {' '.join(unknown)}: no member came from there; the members came from "
-                        f"{', '.join(sources)}.")
+    check_runs("--drop-members", drop, [spec for _, spec, _, _ in members])
     members = [member for member in members if member[1]["source"] not in drop]
     if len(members) < 2:
         raise DataError("The ensemble needs --members with at least two trained model folders "
@@ -246,6 +245,7 @@ def create_ensemble(member_paths, *, combine="logits", flip_tta=False, gate=Fals
     gates, routers = routers_of(gates, specs, [sources for *_, sources in members], route)
     config = DeepfakeEnsembleConfig(
         members=specs, combine=combine, flip_tta=flip_tta, gates=gates, routers=routers,
+        experts=experts_of(gates, specs, expert, expert_threshold),
         pretrained_cfg={k: largest[k] for k in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")},
         id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
     )
@@ -303,6 +303,16 @@ def gates_of(specs, member_sources):
     return gates
 
 
+def check_runs(flag, runs, specs):
+    """The run each member came from (its spec's "source"); one clear line where `runs` names another."""
+    sources = [spec["source"] for spec in specs]
+    unknown = [run for run in runs if run not in sources]
+    if unknown:
+        raise DataError(f"{flag} {' '.join(unknown)}: no member came from there; the members came from "
+                        f"{', '.join(sources)}.")
+    return sources
+
+
 def routers_of(gates, specs, member_sources, route):
     """(gates, routers): the gates of the members from the runs in `route` (their specs' "source") each read a
     learned router instead of a class sum, one router per set of sources those members trained on, over every probe
@@ -311,11 +321,7 @@ def routers_of(gates, specs, member_sources, route):
         return gates, []
     if not gates:
         raise DataError("--route-members needs --gate: a router replaces the gate of a gated member.")
-    runs = [spec["source"] for spec in specs]
-    unknown = [run for run in route if run not in runs]
-    if unknown:
-        raise DataError(f"--route-members {' '.join(unknown)}: no member came from there; the members came from "
-                        f"{', '.join(runs)}.")
+    check_runs("--route-members", route, specs)
     probes = [j for j, spec in enumerate(specs) if "/" in "".join(spec.get("probe", {}).get("classes", []))]
     routers, routed = [], []
     for gate in gates:
@@ -327,6 +333,22 @@ def routers_of(gates, specs, member_sources, route):
             routers.append(router)
         routed.append({"member": gate["member"], "router": routers.index(router)})
     return routed, routers
+
+
+def experts_of(gates, specs, runs, threshold=0.5):
+    """The expert over the members from `runs` (--expert-members): the images the first one's gate sends it
+    (g > `threshold`) are scored by a combiner of their logits alone."""
+    if not runs:
+        return []
+    if not gates:
+        raise DataError("--expert-members needs --gate: an expert takes the images a gated member's gate sends it.")
+    sources = check_runs("--expert-members", runs, specs)
+    members = [i for run in runs for i, source in enumerate(sources) if source == run]
+    gate = next((j for j, g in enumerate(gates) if g["member"] == members[0]), None)
+    if gate is None:
+        raise DataError(f"--expert-members {runs[0]}: its member is not gated (a probe gates the others), so no gate "
+                        "can send images to the expert: name a gated member first.")
+    return [{"gate": gate, "members": members, "threshold": threshold}]
 
 
 def trained_sources(path):

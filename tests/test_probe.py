@@ -255,6 +255,46 @@ def test_a_routed_gate_learns_which_images_come_from_the_member_s_sources(runs, 
 
 
 @pytest.mark.slow
+def test_an_expert_scores_the_images_its_gate_sends_it_and_the_combiner_the_rest(runs, tmp_path, capsys):
+    data, cache, probe, cnn = runs
+    narrow = _trained_on_a(cnn, tmp_path)
+    output = str(tmp_path / "expert")
+    common = ["--data", *data, "--model", "ensemble", "--members", probe, narrow, "--splits-from", cnn, "--gate",
+              "--cache-dir", cache, "--batch-size", "8", "--num-workers", "0"]
+    assert stack_main([*common, "--folds", "3", "--expert-members", narrow, probe, "--expert-threshold", "0.3",
+                       "--output", output]) == 0
+    assert re.search(r"expert over .*cnn-on-a, .*: g > 0\.3 sends it \d+ validation images; log loss out of fold "
+                     r"[\d.]+ \(the combiner alone [\d.]+\)", capsys.readouterr().out)
+    classifier = _pipeline_matches_predictions(output)  # the stack's test figures, experts included, through forward()
+    model = classifier.model
+    (expert,) = model.config.experts
+    assert expert == {"gate": 0, "members": [1, 0], "threshold": 0.3}
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["experts"] == [{"members": [narrow, probe], "gate_of": narrow, "threshold": expert["threshold"]}]
+    assert (f"images whose gate of `cnn-on-a` is above {expert['threshold']} are scored by an expert instead, a "
+            f"linear layer over the logits of `cnn-on-a`, `{os.path.basename(probe)}` alone") in model_card(metrics)
+    pixels = torch.randn(4, 3, 28, 28)
+    with torch.no_grad():
+        x_probe, x_cnn = model.member_inputs(pixels)
+        g = model.members[0].class_logits(x_probe).softmax(1)[:, [0, 1]].sum(1, keepdim=True)
+        probe_logits, cnn_logits = model.members[0](x_probe), model.members[1](x_cnn)
+        logits = torch.cat([probe_logits, cnn_logits], 1)
+        combined = model.combiner(torch.cat([logits, g * logits, g], 1))
+        own = model.experts[0](torch.cat([cnn_logits, probe_logits], 1))
+        for threshold in (-1.0, 2.0, expert["threshold"]):  # every image to the expert, none, as shipped
+            model.config.experts[0]["threshold"] = threshold
+            torch.testing.assert_close(model(pixels).logits, torch.where(g > threshold, own, combined))
+    assert not torch.allclose(own, combined)  # the switch changes the answer
+    # an expert needs folds (its threshold is chosen out of fold) and a gated member first
+    assert stack_main([*common, "--expert-members", narrow, "--output", str(tmp_path / "o")]) == 2
+    assert "--expert-members needs --folds" in capsys.readouterr().err
+    assert stack_main([*common, "--folds", "3", "--expert-members", probe, narrow, "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (f"train.stack: error: --expert-members {probe}: its member is not gated (a probe "
+                                       "gates the others), so no gate can send images to the expert: name a gated "
+                                       "member first.\n")
+
+
+@pytest.mark.slow
 def test_probes_on_one_backbone_share_it_in_the_stack_stored_once_and_run_once(runs, middle, tmp_path):
     data, cache, probe, cnn = runs
     metrics = json.load(open(os.path.join(middle, "metrics.json")))

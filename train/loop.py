@@ -413,6 +413,10 @@ def finish(model, accelerator, datasets, loaders, splits, state, run_config, scr
         if unwrapped.config.gates:
             metrics["gates"] = [describe_gate(g, metrics["members"], unwrapped.config.routers)
                                 for g in unwrapped.config.gates]
+        if unwrapped.config.experts:
+            metrics["experts"] = [{"members": [metrics["members"][i] for i in e["members"]],
+                                   "gate_of": metrics["members"][unwrapped.config.gates[e["gate"]]["member"]],
+                                   "threshold": e["threshold"]} for e in unwrapped.config.experts]
     if model_args["pretrained"]:  # a feature probe (a one-member ensemble): its member's base
         architecture = (unwrapped.config.members[0]["architecture"] if is_ensemble
                         else unwrapped.pretrained_cfg["architecture"])

@@ -25,9 +25,10 @@ def trainable_parameters(model, train_members=False):
 
 
 def fold_temperature(model, temperature):
-    """Divide the final layer by T, so the saved model outputs calibrated probabilities directly."""
-    layer = classifier_of(model)
-    with torch.no_grad():
-        layer.weight.div_(temperature)
-        layer.bias.div_(temperature)
+    """Divide the final layer (and an ensemble's experts, which replace it on some images) by T, so the saved model
+    outputs calibrated probabilities directly."""
+    for layer in [classifier_of(model), *getattr(model, "experts", [])]:
+        with torch.no_grad():
+            layer.weight.div_(temperature)
+            layer.bias.div_(temperature)
     return model

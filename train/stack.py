@@ -68,6 +68,13 @@ class StackArguments:
                 "fitted on validation to tell the sources a member trained on from the rest (out of fold where the "
                 "combiner learns from it)"})
     router_l2: float = field(default=1e-2, metadata={"help": "L2 penalty on the routers' weights"})
+    expert_members: list[str] = field(default_factory=list, metadata={
+        "help": "With --gate and --folds, an expert over the members from these runs: the images the first one's "
+                "gate sends it (g > --expert-threshold) are scored by a combiner of their logits alone, fitted on "
+                "the validation images the gate sends there (out-of-fold g)"})
+    expert_threshold: float = field(default=0.5, metadata={
+        "help": "The g above which the expert takes an image (0.5: where a router's belief that the image comes "
+                "from its member's sources passes one half)"})
     cache_dir: str = field(default=CACHE, metadata={
         "help": "train.cached's activation cache, where a feature probe member's activations are read and the "
                 "members' scores on validation and test are kept"})
@@ -170,7 +177,7 @@ def member_scores(ensemble, rows, train_args, name, cache_dir=CACHE, reencode=No
                                       rows.remove_columns([c for c in rows.column_names if c == "image"]).to_dict()],
                                      sort_keys=True, default=str).encode())
     for key, value in ensemble.state_dict().items():
-        if not key.startswith(("combiner.", "routers.")):
+        if not key.startswith(("combiner.", "routers.", "experts.")):
             digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
     path = os.path.join(cache_dir, "combiner-inputs", f"{digest.hexdigest()[:20]}.pt")
     if os.path.isfile(path):
@@ -216,6 +223,47 @@ def routed_inputs(ensemble, scores, sources, fold, l2):
             inputs[held] = combiner_input_of(ensemble, scores, held)
     fit_routers(ensemble, scores, sources, l2, np.arange(len(sources)))
     return inputs
+
+
+def expert_view(ensemble, x, e):
+    """(g of expert e's gate, its members' logits) on the rows of `x`, combiner inputs (combiner_input's layout)."""
+    n, k = len(ensemble.members), ensemble.config.num_labels
+    spec = ensemble.config.experts[e]
+    g = x[:, gate_start(n, k, spec["gate"]) + n * k]
+    return g, x[:, [i * k + c for i in spec["members"] for c in range(k)]]
+
+
+def apply_experts(ensemble, x, logits):
+    """The combiner's `logits` on the rows of `x`, with the rows each expert's gate sends it scored by the expert
+    (forward()'s expert_logits, from combiner inputs)."""
+    logits = torch.as_tensor(logits).clone()
+    with torch.no_grad():
+        for e, (expert, spec) in enumerate(zip(ensemble.experts, ensemble.config.experts)):
+            g, z = expert_view(ensemble, x, e)
+            taken = g > spec["threshold"]
+            logits[taken] = expert(z[taken])
+    return logits
+
+
+def fit_experts(ensemble, x, y, fold, l2, logits):
+    """Fit each expert on the validation rows its gate sends it (out-of-fold g above its threshold) and return the
+    validation logits, out of fold, with the experts: each expert cross-fitted on the same folds as the combiner
+    scores the rows it takes, the combiner's `logits` the rest."""
+    logits_before = torch.as_tensor(logits)
+    logits = logits_before.clone()
+    for e, (expert, spec) in enumerate(zip(ensemble.experts, ensemble.config.experts)):
+        g, z = expert_view(ensemble, x, e)
+        taken = g > spec["threshold"]
+        if len(set(y[taken].tolist())) < 2 or len(np.unique(fold[taken.numpy()])) < 2:
+            raise DataError(f"{int(taken.sum())} validation images pass the expert's gate (g > {spec['threshold']}), "
+                            "too few to fit it out of fold: lower --expert-threshold or drop --expert-members.")
+        logits[taken] = cross_fit(expert, z[taken], y[taken], fold[taken.numpy()], l2)
+        fit_combiner(expert, z[taken], y[taken], l2)
+        print(f"expert over {', '.join(ensemble.config.members[i]['source'] for i in spec['members'])}: g > "
+              f"{spec['threshold']} sends it {int(taken.sum())} validation images; log loss out of fold "
+              f"{float(torch.nn.functional.cross_entropy(logits, y)):.4f} (the combiner alone "
+              f"{float(torch.nn.functional.cross_entropy(logits_before, y)):.4f})")
+    return logits
 
 
 def fold_split(labels, sources, folds, seed):
@@ -315,6 +363,11 @@ def run(data_args, model_args, train_args, stack_args, command=""):
         raise DataError(f"--fit-fraction takes a share between 0 and 1, not {stack_args.fit_fraction}.")
     if stack_args.folds == 1 or stack_args.folds < 0:
         raise DataError(f"--folds takes 2 or more folds (or 0 for the --fit-fraction split), not {stack_args.folds}.")
+    if not 0 <= stack_args.expert_threshold < 1:
+        raise DataError(f"--expert-threshold takes a g between 0 and 1, not {stack_args.expert_threshold}.")
+    if stack_args.expert_members and (not stack_args.folds or model_args.flip_tta):
+        raise DataError("--expert-members needs --folds (its threshold is chosen out of fold) and no --flip-tta (an "
+                        "expert's switch is per image, not linear in the two views).")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     work, final = output_paths(train_args.output)
     run_config = {**as_dict(data_args, model_args, train_args, stack_args), "command": command}
@@ -324,7 +377,8 @@ def run(data_args, model_args, train_args, stack_args, command=""):
                                                    processes=data_args.preprocess_workers)
     model = create_model(ENSEMBLE, members=model_args.members, drop_members=model_args.drop_members, combine="logits",
                          flip_tta=model_args.flip_tta, gate=stack_args.gate,
-                         route_members=stack_args.route_members).eval()
+                         route_members=stack_args.route_members, expert_members=stack_args.expert_members,
+                         expert_threshold=stack_args.expert_threshold).eval()
     config = data_config_of(model)
     labels, sources = np.asarray(splits["validation"]["label"]), np.asarray(splits["validation"]["source"])
     fit, rest, fold = fit_plan(labels, sources, stack_args.folds, stack_args.fit_fraction, train_args.seed)
@@ -349,6 +403,9 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     val_logits, fit_loss = fit_with_calibration(model.combiner, x_val, y_val, fit, rest, fold, stack_args.l2)
     with torch.no_grad():
         test_logits = model.combiner(x_test).numpy()
+    if model.config.experts:
+        val_logits = fit_experts(model, x_val, y_val, fold, stack_args.l2, val_logits).numpy()
+        test_logits = apply_experts(model, x_test, test_logits).numpy()
     val = ev.classification_metrics(y_val[rest].numpy(), ev.fake_probability_of(val_logits))
     scored_on = (f"out of fold ({stack_args.folds} folds)" if stack_args.folds else f"on the other {len(rest)}")
     print(f"combiner fitted on {len(fit)} validation images (loss {fit_loss:.4f}); {scored_on}: "

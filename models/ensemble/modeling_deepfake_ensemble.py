@@ -11,6 +11,7 @@ project: only torch, timm and transformers.
 
 Gates weigh a member by how much the image looks like its training data: a probe's summed probability of that
 member's sources' classes, or a learned router over the probes' class probabilities (`DeepfakeEnsembleConfig`).
+An expert takes over the images one gate is sure of: its own linear layer over a few members' logits.
 
 Each member sees the image at its own input size and normalisation: the pipeline hands over one tensor
 (normalised with the ensemble's mean/std at the largest member size), and `forward` resizes and
@@ -30,7 +31,7 @@ class DeepfakeEnsembleConfig(PretrainedConfig):
     model_type = "deepfake_ensemble"
 
     def __init__(self, members=None, combine="logits", pretrained_cfg=None, flip_tta=False, gates=None, routers=None,
-                 **kwargs):
+                 experts=None, **kwargs):
         # members: [{"name", "architecture", "model_args", "data_config": {input_size, mean, std, ...}}], a feature
         # probe's with "probe": {"layers", "classes" (names), "class_labels" (each class's label: 0 fake, 1 real),
         # "pooling" (default ["cls", "mean"]), and "backbone_of": j where it reads probe j's backbone (same weights)}
@@ -46,6 +47,11 @@ class DeepfakeEnsembleConfig(PretrainedConfig):
         # (faces140k's FFHQ and StyleGAN faces with the pool's), a second probe's classes set them apart.
         self.gates = gates or []
         self.routers = routers or []  # [{"probes": [j, ...], "sources": [name, ...]}]
+        # experts: [{"gate": j, "members": [i, ...], "threshold": t}]: an image whose gate j has g > t is scored by
+        # a linear layer over those members' logits alone (the expert), fitted by train.stack (--expert-members) on
+        # the validation images the gate sends it; the combiner scores every other image. Where a family's own
+        # specialists know it best, they then decide alone on it, and the combiner's weights serve the rest.
+        self.experts = experts or []
         self.combine = combine  # "logits": linear layer over the members' logits; "features": over pooled features
         self.flip_tta = flip_tta  # average the logits of the image and its mirror image (test-time augmentation)
         self.pretrained_cfg = pretrained_cfg or {}  # the ensemble's own preprocessing, read by the image processor
@@ -150,6 +156,14 @@ class DeepfakeEnsembleImageProcessor(TimmWrapperImageProcessor):
     """timm's eval transform built from the ensemble's `pretrained_cfg` in config.json (as for timm models)."""
 
 
+def average_of(layer, n, k):
+    """Set a linear layer over n members' k logits each (and any inputs after them) to their plain average."""
+    with torch.no_grad():
+        layer.weight.zero_()  # inputs past the members' logits (gates) start at 0: the fit decides their worth
+        layer.weight[:, :n * k].copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
+        layer.bias.zero_()
+
+
 class DeepfakeEnsembleForImageClassification(PreTrainedModel):
     config_class = DeepfakeEnsembleConfig
     main_input_name = "pixel_values"
@@ -172,17 +186,18 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
         self.combiner = nn.Linear(width, config.num_labels)
         self.routers = nn.ModuleList(nn.Linear(sum(len(self.members[j].class_labels) for j in router["probes"]), 1)
                                      for router in config.routers)
+        self.experts = nn.ModuleList(nn.Linear(config.num_labels * len(expert["members"]), config.num_labels)
+                                     for expert in config.experts)
         self.post_init()
 
     def _init_weights(self, module):
         # Members keep timm's own initialisation (their trained weights are loaded over it anyway). The logits
-        # combiner starts as the plain average of the members' logits.
+        # combiner, and each expert, starts as the plain average of its members' logits.
         if module is getattr(self, "combiner", None) and self.config.combine == "logits":
-            n, k = len(self.members), self.config.num_labels
-            with torch.no_grad():
-                module.weight.zero_()  # gate inputs start at 0: the fit decides what they are worth
-                module.weight[:, :n * k].copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
-                module.bias.zero_()
+            average_of(module, len(self.members), self.config.num_labels)
+        for expert, spec in zip(getattr(self, "experts", []), self.config.experts):
+            if module is expert:
+                average_of(module, len(spec["members"]), self.config.num_labels)
         if isinstance(module, nn.Linear) and any(module is router for router in getattr(self, "routers", [])):
             with torch.no_grad():  # g = 0.5 everywhere until train.stack fits the router
                 module.weight.zero_()
@@ -254,6 +269,14 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
             columns += [g * logits, g]
         return torch.cat(columns, dim=1)
 
+    def expert_logits(self, logits, member_logits, probe_probabilities):
+        """`logits` with every image an expert's gate sends it (g > its threshold) scored by that expert instead."""
+        for expert, spec in zip(self.experts, self.config.experts):
+            g = self.gate_value(self.config.gates[spec["gate"]], probe_probabilities)
+            own = expert(torch.cat([member_logits[i] for i in spec["members"]], dim=1))
+            logits = torch.where(g > spec["threshold"], own, logits)
+        return logits
+
     def forward(self, pixel_values, labels=None, return_dict=None, **kwargs):
         n = pixel_values.shape[0]
         if self.config.flip_tta:
@@ -265,9 +288,12 @@ class DeepfakeEnsembleForImageClassification(PreTrainedModel):
                                 for member, x in zip(self.members, self.member_inputs(pixel_values))], dim=1)
         else:
             outputs = self.member_outputs(pixel_values)
-            inputs = self.combiner_input([logits for logits, _ in outputs],
-                                         {i: probs for i, (_, probs) in enumerate(outputs) if probs is not None})
+            member_logits = [logits for logits, _ in outputs]
+            probs = {i: p for i, (_, p) in enumerate(outputs) if p is not None}
+            inputs = self.combiner_input(member_logits, probs)
         logits = self.combiner(inputs)
+        if self.config.experts:
+            logits = self.expert_logits(logits, member_logits, probs)
         if self.config.flip_tta:
             logits = (logits[:n] + logits[n:]) / 2
         loss = F.cross_entropy(logits, labels) if labels is not None else None
