@@ -13,7 +13,7 @@ whole image comes back as one `Face` with `whole_image=True`, so a caller can st
 import hashlib
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -22,6 +22,7 @@ MAX_SIDE = 1024  # larger images are downscaled for detection (time grows with p
 MIN_CONFIDENCE = 0.9  # MTCNN keeps >= 0.7; in 101 data images the only box in 0.7-0.9 was a 19-px background patch
 MIN_FACE_SIZE = 20  # pixels at detection scale: MTCNN's own default
 MARGIN = 0.3
+KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # MTCNN's names, in Face.keypoints order
 
 
 def settings():
@@ -39,6 +40,9 @@ class Face:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the input image's pixels, x1/y1 exclusive
     confidence: float  # MTCNN's score, 0.0 for the whole-image fallback
     whole_image: bool = False
+    # MTCNN's five landmarks in the input image's pixels, as (x, y): the image-left eye, the image-right eye, the
+    # nose tip, the image-left and image-right mouth corners; () for the whole-image fallback
+    keypoints: tuple = field(default=(), compare=False)
 
 
 _detector = None
@@ -75,8 +79,10 @@ def detect_faces(image, *, max_side=MAX_SIDE, min_confidence=MIN_CONFIDENCE):
         x, y, w, h = candidate["box"]
         box = (max(0, round(x / scale)), max(0, round(y / scale)),
                min(width, round((x + w) / scale)), min(height, round((y + h) / scale)))
+        points = candidate.get("keypoints") or {}
+        keypoints = tuple((points[k][0] / scale, points[k][1] / scale) for k in KEYPOINTS if k in points)
         if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
-            faces.append(Face(box, confidence))
+            faces.append(Face(box, confidence, keypoints=keypoints if len(keypoints) == len(KEYPOINTS) else ()))
     faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
     return faces or whole
 
