@@ -29,6 +29,7 @@ import os
 import numpy as np
 import torch
 
+from deepfake_detector.modeling_deepfake_ensemble import average_of
 from deepfake_detector.models import ENSEMBLE, create_model
 from train import evaluate as ev
 from train.cached import CACHE
@@ -165,10 +166,7 @@ def show(model, left_out, folds, x_val, y_val, x_test, y, sources, test_sources,
     x_val, x_test, labels = x_val[:, columns], x_test[:, columns], y_val.numpy()
     k = config.num_labels
     combiner = torch.nn.Linear(len(columns), k)
-    with torch.no_grad():  # the plain average of the members' logits, as the ensemble's combiner starts
-        combiner.weight.zero_()
-        combiner.weight[:, :n * k].copy_(torch.cat([torch.eye(k)] * n, dim=1) / n)
-        combiner.bias.zero_()
+    average_of(combiner, n, k)  # the plain average of the kept members' logits, as the ensemble's combiner starts
     fit, calibrate, fold = fit_plan(labels, sources, folds, args.fit_fraction, args.seed)
     val_logits, _ = fit_with_calibration(combiner, x_val, y_val, fit, calibrate, fold, args.l2)
     name = f"cross-fitted, {folds} folds" if folds else f"split {args.fit_fraction:g} / {1 - args.fit_fraction:g}"

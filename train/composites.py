@@ -37,6 +37,7 @@ from PIL import Image
 from deepfake_detector.faces import detect_faces
 from deepfake_detector.images import DataError, load_image
 from train.config import parse_args
+from train.data import read_splits
 
 PROG = "python -m train.composites"
 PARTS = ("left_eye", "right_eye", "nose", "mouth")  # image-left / image-right, the CIPLab file names' digit order
@@ -91,10 +92,7 @@ class Face:
 def real_files(args):
     """The real images to use: a run's train-split reals of --sources, or every image under the --reals folders."""
     if args.splits_from:
-        path = os.path.join(args.splits_from, "splits.json")
-        if not os.path.isfile(path):
-            raise DataError(f"{args.splits_from} has no splits.json: pass a folder written by python -m train.")
-        rows = json.load(open(path))["rows"]["train"]
+        rows = read_splits(args.splits_from)["rows"]["train"]
         known = sorted(set(rows["source"]))
         unknown = [s for s in args.sources if s not in known]
         if unknown:

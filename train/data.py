@@ -572,17 +572,22 @@ def _group_split(data, val_fraction, test_fraction, seed, max_eval=None):
     return datasets.DatasetDict({name: data.select(sorted(rows)) for name, rows in assignment.items()})
 
 
+def read_splits(folder):
+    """A finished run's splits.json ({"counts", "rows": {split: {"file", "label", "source", ...}}})."""
+    path = os.path.join(folder, "splits.json")
+    if not os.path.isfile(path):
+        raise DataError(f"{folder} has no splits.json: pass a folder written by python -m train.")
+    with open(path) as f:
+        return json.load(f)
+
+
 def splits_from_run(folder, guard=None, processes=1, sources=None):
     """The splits a finished run trained and was tested on (its splits.json: files, labels, sources, face
     boxes) and its scrub report: to train another model on exactly the same rows, so test figures compare.
     With `guard` (the path of holdout_guard.py), the rows it lists are dropped: a run from before the scrub ran the
     guard may hold some. With `sources`, only those sources' rows are kept (before the guard runs), and the report
     names the run's other sources under "sources_left_out"."""
-    path = os.path.join(folder, "splits.json")
-    if not os.path.isfile(path):
-        raise DataError(f"{folder} has no splits.json: pass a folder written by python -m train.")
-    with open(path) as f:
-        saved = json.load(f)
+    saved = read_splits(folder)
     splits, counts, guard_report = {}, saved["counts"], {"script": guard, "checked": 0, "dropped": 0}
     had = {source for name in SPLITS for source in saved["rows"][name]["source"]}
     left_out = sorted(had - set(sources)) if sources is not None else []

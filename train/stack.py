@@ -366,8 +366,8 @@ def run(data_args, model_args, train_args, stack_args, command=""):
     if not 0 <= stack_args.expert_threshold < 1:
         raise DataError(f"--expert-threshold takes a g between 0 and 1, not {stack_args.expert_threshold}.")
     if stack_args.expert_members and (not stack_args.folds or model_args.flip_tta):
-        raise DataError("--expert-members needs --folds (its threshold is chosen out of fold) and no --flip-tta (an "
-                        "expert's switch is per image, not linear in the two views).")
+        raise DataError("--expert-members needs --folds (the expert is cross-fitted on the validation images it "
+                        "takes) and no --flip-tta (an expert's switch is per image, not linear in the two views).")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     work, final = output_paths(train_args.output)
     run_config = {**as_dict(data_args, model_args, train_args, stack_args), "command": command}
